@@ -1,0 +1,284 @@
+"""Typed, validated run configuration: YAML file + dotted ``key=value`` overrides.
+
+Every knob of a run lives in one ``Config`` tree of dataclasses. ``load_config`` reads an
+optional YAML file, applies overrides such as ``method.name=mixup train.epochs=5``, checks types
+and ranges, and raises ``ConfigError`` (naming the key, the value and what is allowed) before any
+work starts. ``to_dict`` gives back the resolved tree, written as the run's ``config.yaml``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DATASETS = ("digits", "cifar10", "cifar100", "imagefolder")
+ARCHS = ("resnet18", "resnet34", "resnet50", "resnext50")
+METHODS = ("vanilla", "mixup", "cutmix", "adautomix")
+OPTIMIZERS = ("sgd", "adamw")
+UPSAMPLE = ("bilinear", "nearest")
+DEVICES = ("auto", "cpu", "cuda")
+
+# Beta(λ, λ) parameter per method when the user gives none: the paper's Table 1 settings.
+DEFAULT_MIX_LAMBDA = {"vanilla": 0.0, "mixup": 1.0, "cutmix": 0.2, "adautomix": 1.0}
+
+
+class ConfigError(ValueError):
+    """A bad configuration value; the message names the key, the value and what is allowed."""
+
+
+@dataclass
+class DataConfig:
+    name: str = "digits"  # one of DATASETS
+    root: str | None = None  # folder holding the data set (all but digits)
+    image_size: int = 32  # imagefolder only: crop size
+    limit_train: int = 0  # >0: keep only the first N training images (smoke runs)
+    limit_test: int = 0  # >0: keep only the first N test images
+    loader_workers: int = 2  # imagefolder only: DataLoader worker processes
+
+
+@dataclass
+class ModelConfig:
+    arch: str = "resnet18"  # one of ARCHS (CIFAR stem: 3x3 conv, stride 1, no max-pool)
+    width: float = 1.0  # channel multiplier; 0.25 makes ResNet-18 16x cheaper
+
+
+@dataclass
+class MethodConfig:
+    name: str = "vanilla"  # one of METHODS
+    mix_lambda: float | None = None  # λ: Beta(λ, λ) parameter; None = the method's default
+    # AdAutoMix (SPEC.md; defaults = the published CIFAR configs)
+    n_mix: int = 3  # N: images mixed per sample
+    alpha: float = 0.5  # α: weight of L_mce against L_ce
+    beta: float = 0.3  # β: adversarial weight against the cosine term
+    use_ce: bool = True  # L_ce on clean images
+    use_mce: bool = True  # L_mce, plain mixup of the same sources (published code: only N > 2)
+    use_cos: bool = True  # cosine-similarity term in the generator loss
+    use_ema: bool = True  # EMA teacher; off = generator loss through the current classifier
+    adversarial: bool = True  # alternate adversarial / cooperative generator steps
+    lam_concat: bool = False  # feed λ_i to the generator as an extra channel (the paper's variant)
+    lam_margin: float = 0.03  # λ_1 outside [margin, 1-margin] -> plain mixup in the classifier branch
+    random_n: bool = False  # draw N uniformly from 2..n_mix each step
+    upsample: str = "bilinear"  # mask upsampling, one of UPSAMPLE
+    momentum: float = 0.999  # EMA momentum at the start
+    momentum_end: float = 0.999999  # EMA momentum at the last iteration
+    momentum_warmup: float = 0.1  # fraction of iterations at the start momentum
+    vis_every: int = 0  # write a mixed-sample PNG every K epochs (and at the end); 0 = end only
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 100  # global batch, split evenly over Ray workers
+    optimizer: str = "sgd"  # one of OPTIMIZERS
+    lr: float = 0.1
+    momentum: float = 0.9  # SGD momentum
+    nesterov: bool = False
+    weight_decay: float = 1e-4
+    min_lr: float = 0.0  # cosine schedule floor (the published AdAutoMix CIFAR config: 0.05)
+    warmup_epochs: int = 0  # linear warmup before the cosine schedule
+    device: str = "auto"  # one of DEVICES; auto = cuda when present
+    bf16: bool = False  # bf16 autocast on CUDA
+    resume: bool = False  # continue from out_dir/checkpoints/last.pt
+    ckpt_every: int = 1  # epochs between checkpoints
+    # Ray Train (train.workers > 0)
+    workers: int = 0  # 0 = in-process; N = Ray Train with N data-parallel workers
+    use_gpu: bool = False
+    resources_per_worker: dict = field(default_factory=dict)  # e.g. {"CPU": 1, "node_a": 1}
+    sync_bn: bool = False
+    max_failures: int = 0  # restarts from the last checkpoint after a worker dies
+    threads: int = 0  # torch CPU threads per process; 0 = torch's default
+
+
+@dataclass
+class MlflowConfig:
+    log_model: bool = False  # log the final classifier in MLflow's PyTorch format
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+    seed: int = 0
+    out_dir: str = ""  # run directory; "" = runs/<method>-<data>-<time>
+
+
+def to_dict(cfg: Any) -> dict:
+    """The config tree as plain nested dicts (what ``config.yaml`` holds)."""
+    return dataclasses.asdict(cfg)
+
+
+def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value and key != "resources_per_worker":
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _field_types(cls) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _coerce(key: str, value: Any, typ: Any) -> Any:
+    """Convert ``value`` to ``typ`` (strings from the command line are parsed as YAML)."""
+    if isinstance(value, str) and typ is not str:
+        value = yaml.safe_load(value) if value.strip() else None
+    args = typing.get_args(typ)
+    if isinstance(typ, types.UnionType) or typing.get_origin(typ) is typing.Union:
+        if value is None and type(None) in args:
+            return None
+        typ = next(a for a in args if a is not type(None))
+    if typ is bool:
+        if isinstance(value, bool):
+            return value
+    elif typ is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif typ is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif typ is str:
+        if isinstance(value, str):
+            return value
+    elif typ is dict:
+        if isinstance(value, dict):
+            return value
+    raise ConfigError(f"{key}: expected {getattr(typ, '__name__', typ)}, got {value!r}")
+
+
+def _set(tree: Any, dotted: str, value: Any) -> None:
+    node, parts = tree, dotted.split(".")
+    for depth, part in enumerate(parts):
+        types_ = _field_types(type(node))
+        if part not in types_:
+            where = ".".join(parts[:depth]) or "top level"
+            raise ConfigError(
+                f"{dotted}: unknown key (allowed under {where}: {', '.join(sorted(types_))})"
+            )
+        if depth == len(parts) - 1:
+            if dataclasses.is_dataclass(types_[part]):
+                if not isinstance(value, dict):
+                    raise ConfigError(f"{dotted}: expected a mapping, got {value!r}")
+                for k, v in value.items():
+                    _set(tree, f"{dotted}.{k}", v)
+            else:
+                setattr(node, part, _coerce(dotted, value, types_[part]))
+        else:
+            if not dataclasses.is_dataclass(types_[part]):
+                raise ConfigError(f"{dotted}: {'.'.join(parts[:depth + 1])} has no sub-keys")
+            node = getattr(node, part)
+
+
+def _check(cond: bool, key: str, value: Any, allowed: str) -> None:
+    if not cond:
+        raise ConfigError(f"{key}={value!r} is not allowed: {allowed}")
+
+
+def validate(cfg: Config) -> Config:
+    """Check ranges and choices; fill method-dependent defaults. Returns ``cfg``."""
+    d, m, mt, t = cfg.data, cfg.model, cfg.method, cfg.train
+    _check(d.name in DATASETS, "data.name", d.name, f"one of {', '.join(DATASETS)}")
+    _check(d.name == "digits" or bool(d.root), "data.root", d.root,
+           f"a folder is required for data.name={d.name}")
+    _check(d.image_size >= 8, "data.image_size", d.image_size, ">= 8")
+    _check(d.limit_train >= 0, "data.limit_train", d.limit_train, ">= 0 (0 = all)")
+    _check(d.limit_test >= 0, "data.limit_test", d.limit_test, ">= 0 (0 = all)")
+    _check(d.loader_workers >= 0, "data.loader_workers", d.loader_workers, ">= 0")
+    _check(m.arch in ARCHS, "model.arch", m.arch, f"one of {', '.join(ARCHS)}")
+    _check(0 < m.width <= 4, "model.width", m.width, "0 < width <= 4")
+    _check(mt.name in METHODS, "method.name", mt.name, f"one of {', '.join(METHODS)}")
+    if mt.mix_lambda is None:
+        mt.mix_lambda = DEFAULT_MIX_LAMBDA[mt.name]
+    _check(mt.name == "vanilla" or mt.mix_lambda > 0, "method.mix_lambda", mt.mix_lambda, "> 0")
+    _check(mt.n_mix >= 2, "method.n_mix", mt.n_mix, ">= 2 (N images are mixed)")
+    _check(0 <= mt.alpha <= 1, "method.alpha", mt.alpha, "0 <= alpha <= 1")
+    _check(0 <= mt.beta <= 1, "method.beta", mt.beta, "0 <= beta <= 1")
+    _check(0 <= mt.lam_margin < 0.5, "method.lam_margin", mt.lam_margin, "0 <= margin < 0.5")
+    _check(mt.upsample in UPSAMPLE, "method.upsample", mt.upsample, f"one of {', '.join(UPSAMPLE)}")
+    _check(0 < mt.momentum <= mt.momentum_end <= 1, "method.momentum", mt.momentum,
+           "0 < momentum <= momentum_end <= 1")
+    _check(0 <= mt.momentum_warmup <= 1, "method.momentum_warmup", mt.momentum_warmup, "0..1")
+    _check(mt.vis_every >= 0, "method.vis_every", mt.vis_every, ">= 0")
+    _check(t.epochs >= 1, "train.epochs", t.epochs, ">= 1")
+    _check(t.batch_size >= 2, "train.batch_size", t.batch_size, ">= 2")
+    _check(t.optimizer in OPTIMIZERS, "train.optimizer", t.optimizer, f"one of {', '.join(OPTIMIZERS)}")
+    _check(t.lr > 0, "train.lr", t.lr, "> 0")
+    _check(0 <= t.min_lr <= t.lr, "train.min_lr", t.min_lr, f"0 <= min_lr <= train.lr ({t.lr})")
+    _check(0 <= t.momentum < 1, "train.momentum", t.momentum, "0 <= momentum < 1")
+    _check(t.weight_decay >= 0, "train.weight_decay", t.weight_decay, ">= 0")
+    _check(0 <= t.warmup_epochs < t.epochs, "train.warmup_epochs", t.warmup_epochs,
+           f"0 <= warmup_epochs < train.epochs ({t.epochs})")
+    _check(t.device in DEVICES, "train.device", t.device, f"one of {', '.join(DEVICES)}")
+    _check(t.ckpt_every >= 1, "train.ckpt_every", t.ckpt_every, ">= 1")
+    _check(t.workers >= 0, "train.workers", t.workers, ">= 0 (0 = in-process)")
+    _check(t.workers == 0 or t.batch_size % t.workers == 0, "train.batch_size", t.batch_size,
+           f"a multiple of train.workers ({t.workers}): the global batch is split evenly")
+    _check(t.max_failures >= -1, "train.max_failures", t.max_failures, ">= -1 (-1 = unlimited)")
+    _check(t.threads >= 0, "train.threads", t.threads, ">= 0 (0 = torch's default)")
+    for k, v in t.resources_per_worker.items():
+        _check(isinstance(v, (int, float)) and v >= 0, f"train.resources_per_worker.{k}", v,
+               "a number >= 0")
+    _check(cfg.seed >= 0, "seed", cfg.seed, ">= 0")
+    if not cfg.out_dir:
+        cfg.out_dir = f"runs/{mt.name}-{d.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return cfg
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | dict | None = None) -> Config:
+    """Build a validated ``Config`` from an optional YAML file and overrides.
+
+    Args:
+        path: YAML file with a (partial) config tree; missing keys keep their defaults.
+        overrides: ``["train.epochs=5", ...]`` or ``{"train.epochs": 5}``, applied after the file.
+    """
+    cfg = Config()
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path}: not found")
+        try:
+            tree = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"config file {path}: not valid YAML ({err})") from None
+        if not isinstance(tree, dict):
+            raise ConfigError(f"config file {path}: expected a mapping at the top level")
+        for key, value in flatten(tree).items():
+            _set(cfg, key, value)
+    if isinstance(overrides, dict):
+        items = list(overrides.items())
+    else:
+        items = []
+        for item in overrides or []:
+            if "=" not in item:
+                raise ConfigError(f"override {item!r}: expected key=value, e.g. train.epochs=5")
+            key, value = item.split("=", 1)
+            items.append((key.strip(), value))
+    for key, value in items:
+        _set(cfg, key, value)
+    return validate(cfg)
+
+
+def from_dict(tree: dict) -> Config:
+    """Rebuild a validated ``Config`` from ``to_dict`` output (e.g. a run's config.yaml)."""
+    return load_config(overrides=flatten(tree))
+
+
+def help_text() -> str:
+    """Every key with its default, for ``adautomix train --help``."""
+    lines = []
+    for key, value in flatten(to_dict(Config())).items():
+        lines.append(f"  {key:28s} {value!r}")
+    return "\n".join(lines)

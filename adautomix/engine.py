@@ -1,0 +1,299 @@
+"""The training engine: one loop for every method, in one process or on each Ray Train worker.
+
+A method is a *step module*: ``forward(x, y) -> (loss, parts)`` holds everything that needs
+gradients (so DDP can wrap it, one forward per backward), ``after_step`` does the post-optimizer
+work (the EMA teacher), ``eval_heads`` names the heads to evaluate. The engine owns the data,
+optimizer, cosine schedule, evaluation, checkpoints and the run directory.
+
+Run directory (``cfg.out_dir``): ``config.yaml``, ``metrics.jsonl`` (one line per epoch),
+``metrics.json`` (summary), ``checkpoints/last.pt``, ``pictures/`` (mixed samples).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import statistics
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+import yaml
+
+from .config import Config, to_dict
+from .data import build_loaders
+from .metrics import ProgressPrinter, top1_counts
+from .mixing import MixStep
+from .models import build_classifier
+
+CHECKPOINT = "checkpoints/last.pt"
+
+
+class RunExistsError(RuntimeError):
+    """``out_dir`` already holds a run and ``train.resume`` is off."""
+
+
+def select_device(cfg: Config) -> torch.device:
+    """``cuda`` (the current device) when asked for or when ``auto`` finds one, else ``cpu``."""
+    if cfg.train.device == "cpu" or (cfg.train.device == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise RuntimeError("train.device=cuda but torch sees no CUDA device")
+    return torch.device("cuda", torch.cuda.current_device())
+
+
+def build_step(cfg: Config, num_classes: int) -> nn.Module:
+    """The step module of ``cfg.method`` around a fresh classifier."""
+    m = cfg.method
+    if m.name == "adautomix":
+        from .adautomix_step import AdAutoMixStep
+
+        classifier = build_classifier(cfg.model.arch, cfg.model.width, num_classes, heads=("one", "mix"))
+        return AdAutoMixStep.from_config(classifier, m)
+    classifier = build_classifier(cfg.model.arch, cfg.model.width, num_classes)
+    return MixStep(classifier, m.name, m.mix_lambda)
+
+
+def build_optimizer(cfg: Config, params) -> torch.optim.Optimizer:
+    t = cfg.train
+    if t.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay,
+                               nesterov=t.nesterov and t.momentum > 0)
+    return torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
+
+
+class WarmupCosine:
+    """LR factor at iteration ``i``: linear warmup, then cosine from 1 to ``min_lr / lr``."""
+
+    def __init__(self, total: int, warmup: int, floor: float):
+        self.total, self.warmup, self.floor = total, warmup, floor
+
+    def __call__(self, i: int) -> float:
+        if i < self.warmup:
+            return (i + 1) / self.warmup
+        progress = (i - self.warmup) / max(1, self.total - self.warmup)
+        return self.floor + (1 - self.floor) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def _rank_mean(values: dict[str, float], device: torch.device) -> dict[str, float]:
+    if not (dist.is_available() and dist.is_initialized()) or not values:
+        return values
+    keys = sorted(values)
+    t = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return dict(zip(keys, (t / dist.get_world_size()).tolist()))
+
+
+def _rank_sum(t: torch.Tensor) -> torch.Tensor:
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(t)
+    return t
+
+
+def check_run_dir(cfg: Config) -> Path:
+    """Refuse to overwrite a run unless resuming; refuse to resume what has no checkpoint."""
+    out = Path(cfg.out_dir)
+    if not cfg.train.resume and (out / "metrics.jsonl").exists():
+        raise RunExistsError(f"out_dir {out} already holds a run; add --resume to continue it "
+                             "or choose another out_dir")
+    if cfg.train.resume and not (out / CHECKPOINT).exists():
+        raise RunExistsError(f"train.resume: no checkpoint at {out / CHECKPOINT}")
+    return out
+
+
+def write_config(cfg: Config) -> None:
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
+class Trainer:
+    """Trains ``cfg`` on this process's shard; rank 0 writes the run directory.
+
+    Args:
+        cfg: validated config.
+        rank, world_size: data-parallel position (1 process: 0, 1).
+        wrap: turns the step module into what is called each step (DDP under Ray Train).
+        callbacks: objects with optional ``on_epoch(record)``, ``on_artifact(path)``,
+            ``on_checkpoint(epoch, path)`` and ``on_end(summary, trainer)``; called on every rank
+            for ``on_checkpoint`` (Ray needs each worker to report), on rank 0 otherwise.
+    """
+
+    def __init__(self, cfg: Config, rank: int = 0, world_size: int = 1,
+                 wrap: Callable[[nn.Module], nn.Module] | None = None, callbacks: list | None = None,
+                 device: torch.device | None = None, quiet: bool = False):
+        self.cfg, self.rank, self.world_size = cfg, rank, world_size
+        self.callbacks = callbacks or []
+        self.out = Path(cfg.out_dir)
+        if cfg.train.threads:
+            torch.set_num_threads(cfg.train.threads)
+        self.device = device or select_device(cfg)
+        torch.manual_seed(cfg.seed)
+        self.train_loader, self.test_loader, self.spec = build_loaders(cfg, self.device, rank, world_size)
+        self.step = build_step(cfg, self.spec.num_classes).to(self.device)
+        if cfg.train.sync_bn and world_size > 1:
+            self.step = nn.SyncBatchNorm.convert_sync_batchnorm(self.step)
+        self.model = wrap(self.step) if wrap else self.step
+        params = [p for p in self.step.parameters() if p.requires_grad]
+        self.optimizer = build_optimizer(cfg, params)
+        self.iters_per_epoch = len(self.train_loader)
+        self.total_iterations = cfg.train.epochs * self.iters_per_epoch
+        t = cfg.train
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, WarmupCosine(self.total_iterations, t.warmup_epochs * self.iters_per_epoch,
+                                         t.min_lr / t.lr))
+        self.epoch, self.iteration = 0, 0
+        self.history: list[dict] = []
+        self.progress = ProgressPrinter(cfg.train.epochs, enabled=rank == 0 and not quiet)
+        self.autocast = dict(device_type=self.device.type, dtype=torch.bfloat16, enabled=cfg.train.bf16)
+
+    # ---------------------------------------------------------------- checkpoints
+    def state_dict(self) -> dict:
+        return {"step": self.step.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "epoch": self.epoch,
+                "iteration": self.iteration, "rng": torch.get_rng_state(),
+                "history": self.history, "config": to_dict(self.cfg)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step.load_state_dict(state["step"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.epoch, self.iteration = state["epoch"], state["iteration"]
+        torch.set_rng_state(state["rng"])
+        self.history = list(state["history"])
+
+    def save_checkpoint(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        torch.save(self.state_dict(), tmp)
+        os.replace(tmp, path)  # atomic: an interruption never leaves a half-written checkpoint
+
+    def load_checkpoint(self, path: Path) -> None:
+        self.load_state_dict(torch.load(path, map_location=self.device, weights_only=False))
+
+    # ---------------------------------------------------------------- loop
+    def train_epoch(self) -> dict[str, float]:
+        self.model.train()
+        self.train_loader.set_epoch(self.epoch)
+        self.step.rng = torch.Generator().manual_seed((self.cfg.seed * 1_000_003 + self.epoch) * 64 + self.rank + 1)
+        sums: dict[str, float] = {}
+        n = 0
+        start = time.perf_counter()
+        for x, y in self.train_loader:
+            self.step.iteration = self.iteration
+            with torch.autocast(**self.autocast):
+                loss, parts = self.model(x, y)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            self.scheduler.step()
+            extra = self.step.after_step(self.iteration, self.total_iterations)
+            self.iteration += 1
+            n += 1
+            for k, v in {"loss": loss.detach(), **parts}.items():
+                sums[k] = sums.get(k, 0.0) + float(v)
+            for k, v in extra.items():
+                sums[k] = sums.get(k, 0.0) + float(v)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - start
+        record = {k: v / n for k, v in sums.items()}
+        record = _rank_mean(record, self.device)
+        record["lr"] = self.optimizer.param_groups[0]["lr"]
+        record["train_img_per_s"] = n * self.cfg.train.batch_size / seconds
+        record["epoch_seconds"] = seconds
+        return record
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """Top-1 (%) of every head of the step module on this rank's test shard, summed over ranks."""
+        heads = self.step.eval_heads()
+        for model, _ in heads.values():
+            model.eval()
+        counts = torch.zeros(len(heads) + 1, dtype=torch.float64, device=self.device)
+        for x, y in self.test_loader:
+            with torch.autocast(**self.autocast):
+                for i, (model, head) in enumerate(heads.values()):
+                    counts[i] += top1_counts(model(x, head=head), y)
+            counts[-1] += len(y)
+        counts = _rank_sum(counts)
+        return {name: float(100 * counts[i] / counts[-1]) for i, name in enumerate(heads)}
+
+    def fit(self, resume_from: Path | None = None) -> dict:
+        """Train to ``cfg.train.epochs``; returns the summary written to ``metrics.json``."""
+        if resume_from is not None:
+            self.load_checkpoint(resume_from)
+        if self.rank == 0:
+            self.out.mkdir(parents=True, exist_ok=True)
+            # lines after the checkpoint's epoch belong to work that is about to be redone
+            (self.out / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in self.history))
+        headline = self.step.headline
+        while self.epoch < self.cfg.train.epochs:
+            record = {"epoch": self.epoch + 1, **self.train_epoch()}
+            heads = self.evaluate()
+            record.update({f"top1_{k}": v for k, v in heads.items()})
+            record["top1"] = heads[headline]
+            self.epoch += 1
+            self.history.append(record)
+            if self.rank == 0:
+                with (self.out / "metrics.jsonl").open("a") as fh:
+                    fh.write(json.dumps(record) + "\n")
+                self.progress.epoch(record)
+                self._pictures()
+                for cb in self.callbacks:
+                    getattr(cb, "on_epoch", lambda r: None)(record)
+            if self.epoch % self.cfg.train.ckpt_every == 0 or self.epoch == self.cfg.train.epochs:
+                path = self.out / CHECKPOINT
+                if self.rank == 0:
+                    self.save_checkpoint(path)
+                for cb in self.callbacks:
+                    getattr(cb, "on_checkpoint", lambda e, p: None)(self.epoch, path)
+        summary = summarize(self.history, headline)
+        if self.rank == 0:
+            (self.out / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
+            self.progress.done(summary)
+            for cb in self.callbacks:
+                getattr(cb, "on_end", lambda s, t: None)(summary, self)
+        return summary
+
+    def _pictures(self) -> None:
+        """Mixed-sample PNG every ``method.vis_every`` epochs and at the end (AdAutoMix)."""
+        every = self.cfg.method.vis_every
+        if not hasattr(self.step, "mixed_samples"):
+            return
+        if not (self.epoch == self.cfg.train.epochs or (every and self.epoch % every == 0)):
+            return
+        from .visualize import save_mixed_samples
+
+        x, y = next(iter(self.test_loader))
+        path = self.out / "pictures" / f"mixed_epoch{self.epoch:04d}.png"
+        save_mixed_samples(self.step, x[:8], y[:8], self.spec, path)
+        for cb in self.callbacks:
+            getattr(cb, "on_artifact", lambda p: None)(path)
+
+
+def summarize(history: list[dict], headline: str) -> dict:
+    """``metrics.json``: final top-1, median of the last min(10, epochs), per-head top-1."""
+    last = history[-1]
+    tail = [r["top1"] for r in history[-10:]]
+    heads = {k[len("top1_"):]: v for k, v in last.items() if k.startswith("top1_") and k != "top1_median_last10"}
+    return {
+        "top1": last["top1"],
+        "top1_median_last10": statistics.median(tail),
+        "heads": heads,
+        "headline_head": headline,
+        "epochs_done": last["epoch"],
+        "train_img_per_s": statistics.median(r["train_img_per_s"] for r in history),
+        "final_loss": last["loss"],
+    }
+
+
+def train(cfg: Config, callbacks: list | None = None, quiet: bool = False) -> dict:
+    """Train ``cfg`` in this process (``train.workers == 0``) and return the summary."""
+    out = check_run_dir(cfg)
+    trainer = Trainer(cfg, callbacks=callbacks, quiet=quiet)  # reads the data: errors stop here
+    write_config(cfg)
+    return trainer.fit(resume_from=out / CHECKPOINT if cfg.train.resume else None)
