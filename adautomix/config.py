@@ -135,7 +135,10 @@ def _field_types(cls) -> dict[str, Any]:
 def _coerce(key: str, value: Any, typ: Any) -> Any:
     """Convert ``value`` to ``typ`` (strings from the command line are parsed as YAML)."""
     if isinstance(value, str) and typ is not str:
-        value = yaml.safe_load(value) if value.strip() else None
+        try:
+            value = yaml.safe_load(value) if value.strip() else None
+        except yaml.YAMLError:
+            pass  # not YAML (e.g. "[1"): left a string, so the type check below names it
     args = typing.get_args(typ)
     if isinstance(typ, types.UnionType) or typing.get_origin(typ) is typing.Union:
         if value is None and type(None) in args:

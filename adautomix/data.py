@@ -79,11 +79,12 @@ def load_digits_split() -> tuple[TensorData, TensorData]:
 
 
 def _cifar_folder(root: Path, name: str) -> Path:
-    folder_name = CIFAR_LAYOUT[name][0]
-    for candidate in (root / folder_name, root):
-        if candidate.is_dir() and (candidate / CIFAR_LAYOUT[name][2][0]).exists():
-            return candidate
-    files = ", ".join(CIFAR_LAYOUT[name][1] + CIFAR_LAYOUT[name][2])
+    folder_name, train_files, test_files = CIFAR_LAYOUT[name][:3]
+    if (root / folder_name).is_dir():
+        return root / folder_name  # a file missing inside is named by _unpickle
+    if root.is_dir() and any((root / f).exists() for f in train_files + test_files):
+        return root
+    files = ", ".join(train_files + test_files)
     raise DataError(
         f"{name}: no data under {root}. Expected the python-pickle release unpacked as "
         f"{root / folder_name}/ holding {files} (it is never downloaded)"

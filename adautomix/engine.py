@@ -23,7 +23,7 @@ import torch.distributed as dist
 import torch.nn as nn
 import yaml
 
-from .config import Config, to_dict
+from .config import Config, ConfigError, to_dict
 from .data import build_loaders
 from .metrics import ProgressPrinter, top1_counts
 from .mixing import MixStep
@@ -41,7 +41,8 @@ def select_device(cfg: Config) -> torch.device:
     if cfg.train.device == "cpu" or (cfg.train.device == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
     if not torch.cuda.is_available():
-        raise RuntimeError("train.device=cuda but torch sees no CUDA device")
+        raise ConfigError("train.device='cuda' is not allowed: torch sees no CUDA device "
+                          "(use auto or cpu)")
     return torch.device("cuda", torch.cuda.current_device())
 
 

@@ -1,0 +1,126 @@
+"""Specifications of the run configuration (adautomix.config)."""
+from __future__ import annotations
+
+import pytest
+
+from adautomix.config import Config, ConfigError, from_dict, help_text, load_config, to_dict
+
+PUBLIC_KEYS = ["data.name", "data.root", "model.arch", "model.width", "method.name",
+               "train.epochs", "train.batch_size", "seed", "out_dir"]
+
+
+def test_overrides_set_the_public_keys_with_their_types():
+    cfg = load_config(overrides=["data.name=digits", "model.arch=resnet34", "model.width=0.25",
+                                 "method.name=mixup", "train.epochs=5", "train.batch_size=64",
+                                 "seed=3", "out_dir=runs/x"])
+    assert (cfg.data.name, cfg.model.arch, cfg.method.name, cfg.out_dir) == ("digits", "resnet34", "mixup", "runs/x")
+    assert cfg.model.width == 0.25 and isinstance(cfg.model.width, float)
+    assert (cfg.train.epochs, cfg.train.batch_size, cfg.seed) == (5, 64, 3)
+
+
+def test_an_integer_is_accepted_where_a_float_is_expected():
+    cfg = load_config(overrides=["model.width=1", "train.lr=1", "out_dir=x"])
+    assert isinstance(cfg.model.width, float) and isinstance(cfg.train.lr, float)
+
+
+def test_booleans_and_none_are_parsed_from_the_command_line():
+    cfg = load_config(overrides=["train.nesterov=true", "train.bf16=false", "method.mix_lambda=null",
+                                 "method.name=mixup", "out_dir=x"])
+    assert cfg.train.nesterov is True and cfg.train.bf16 is False
+    assert cfg.method.mix_lambda == 1.0  # None -> the method's default
+
+
+def test_yaml_file_sets_keys_and_overrides_win(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("method:\n  name: cutmix\ntrain:\n  epochs: 7\n  lr: 0.05\nseed: 2\n")
+    cfg = load_config(path, ["train.epochs=9", "out_dir=x"])
+    assert cfg.method.name == "cutmix" and cfg.train.lr == 0.05 and cfg.seed == 2
+    assert cfg.train.epochs == 9
+    assert cfg.train.batch_size == Config().train.batch_size  # untouched keys keep defaults
+
+
+def test_resolved_config_round_trips_through_a_plain_dict():
+    cfg = load_config(overrides=["method.name=mixup", "train.resources_per_worker={CPU: 1}", "out_dir=x"])
+    assert from_dict(to_dict(cfg)) == cfg
+
+
+def test_out_dir_defaults_to_a_fresh_folder_under_runs():
+    cfg = load_config(overrides=["method.name=cutmix"])
+    assert cfg.out_dir.startswith("runs/cutmix-digits-")
+
+
+UNKNOWN_KEYS = [
+    # (override, key the message must name, a key it must offer instead)
+    ("trian.epochs=3", "trian.epochs", "train"),  # unknown section
+    ("train.epoch=3", "train.epoch", "epochs"),  # unknown key
+    ("learning_rate=0.1", "learning_rate", "train"),  # unknown top-level key
+    ("model.width.x=1", "model.width.x", "no sub-keys"),
+]
+
+
+@pytest.mark.parametrize("override, key, allowed", UNKNOWN_KEYS, ids=[u[0] for u in UNKNOWN_KEYS])
+def test_config_rejects_an_unknown_key_naming_it_and_the_keys_allowed_there(override, key, allowed):
+    with pytest.raises(ConfigError) as err:
+        load_config(overrides=[override, "out_dir=x"])
+    assert str(err.value).startswith(key) and allowed in str(err.value), str(err.value)
+
+
+BAD_VALUES = [
+    # (override, key the message must name, a word of what is allowed)
+    ("train.epochs=three", "train.epochs", "int"),  # wrong type
+    ("train.epochs=2.5", "train.epochs", "int"),
+    ("train.epochs=[1", "train.epochs", "int"),  # not even YAML
+    ("model.width=wide", "model.width", "float"),
+    ("train.nesterov=maybe", "train.nesterov", "bool"),
+    ("train.epochs=0", "train.epochs", ">= 1"),  # out of range
+    ("train.batch_size=1", "train.batch_size", ">= 2"),
+    ("train.lr=0", "train.lr", "> 0"),
+    ("train.lr=-0.1", "train.lr", "> 0"),
+    ("model.width=0", "model.width", "0 < width"),
+    ("seed=-1", "seed", ">= 0"),
+    ("data.name=mnist", "data.name", "digits"),  # unknown choice
+    ("method.name=mixcut", "method.name", "cutmix"),
+    ("model.arch=vgg16", "model.arch", "resnet18"),
+    ("train.optimizer=adam", "train.optimizer", "adamw"),
+]
+
+
+@pytest.mark.parametrize("override, key, allowed", BAD_VALUES, ids=[b[0] for b in BAD_VALUES])
+def test_config_rejects_a_bad_value_naming_the_key_the_value_and_what_is_allowed(override, key, allowed):
+    with pytest.raises(ConfigError) as err:
+        load_config(overrides=[override, "out_dir=x"])
+    message = str(err.value)
+    assert message.startswith(key), message
+    assert allowed in message, message
+    value = override.split("=", 1)[1]
+    assert value in message or repr(value) in message, message
+
+
+def test_a_data_set_read_from_disk_needs_data_root():
+    with pytest.raises(ConfigError, match="data.root"):
+        load_config(overrides=["data.name=cifar10", "out_dir=x"])
+
+
+def test_an_override_without_equals_sign_is_rejected():
+    with pytest.raises(ConfigError, match="key=value"):
+        load_config(overrides=["train.epochs"])
+
+
+def test_a_config_file_with_an_unknown_key_names_it(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("train:\n  epochz: 3\n")
+    with pytest.raises(ConfigError, match="train.epochz"):
+        load_config(path)
+
+
+def test_a_missing_config_file_is_named(tmp_path):
+    with pytest.raises(ConfigError, match="nope.yaml"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_help_text_lists_every_public_key_with_its_default():
+    lines = {line.split()[0]: line.split(None, 1)[1] for line in help_text().splitlines()}
+    for key in PUBLIC_KEYS:
+        assert key in lines
+    assert lines["train.epochs"] == repr(Config().train.epochs)
+    assert lines["data.name"] == "'digits'"
