@@ -63,6 +63,7 @@ class MethodConfig:
     adversarial: bool = True  # alternate adversarial / cooperative generator steps
     lam_concat: bool = False  # feed λ_i to the generator as an extra channel (the paper's variant)
     lam_margin: float = 0.03  # λ_1 outside [margin, 1-margin] -> plain mixup in the classifier branch
+    lam_margin_published: bool = False  # N>2: the published code's condition (almost always mixup)
     random_n: bool = False  # draw N uniformly from 2..n_mix each step
     upsample: str = "bilinear"  # mask upsampling, one of UPSAMPLE
     momentum: float = 0.999  # EMA momentum at the start
