@@ -1,0 +1,103 @@
+#!/usr/bin/env python
+"""Run an AdAutoMix ablation study (Ray Tune + Optuna, each trial a Ray Train run, MLflow).
+
+    python tune/run_ablation.py                                # ablations/default.yaml on digits
+    python tune/run_ablation.py ablations/n_mix.yaml data.name=cifar100 data.root=/data \
+        train.epochs=800 train.workers=4 train.use_gpu=true
+    python tune/run_ablation.py ablations/modules.yaml --smoke  # the same study, tiny
+    python tune/run_ablation.py ablations/n_mix.yaml --resume   # continue an interrupted study
+    python tune/run_ablation.py ablations/hpo.yaml --dry-run    # list the trials and exit
+
+Exit codes: 0 done, 1 some trials failed, 2 bad study file / overrides / options.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run from a checkout without installing the package
+    sys.path.insert(0, str(ROOT))
+
+from adautomix.study import StudyError, describe, load_study  # noqa: E402
+
+DEFAULT_STUDY = ROOT / "ablations" / "default.yaml"
+USAGE_ERROR = 2
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="run_ablation.py", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=__doc__.split("\n\n")[0],
+        epilog="study files: " + ", ".join(sorted(f.name for f in (ROOT / "ablations").glob("*.yaml"))))
+    p.add_argument("args", nargs="*", metavar="[STUDY.yaml] [key=value ...]",
+                   help="a study file (default: ablations/default.yaml), then overrides of its "
+                        "base config, e.g. data.name=cifar100 data.root=/data train.epochs=800")
+    p.add_argument("--smoke", action="store_true",
+                   help="the same study, tiny (2 epochs, 256 images, width 0.125, one seed)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the latest folder of this study (or --out): finished trials "
+                        "are neither rerun nor logged twice")
+    p.add_argument("--dry-run", action="store_true", help="print the trials it would run and exit")
+    p.add_argument("--address", default=None,
+                   help="Ray cluster to join (default: $RAY_ADDRESS, else a new local one)")
+    p.add_argument("--tracking-uri", default=None,
+                   help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else "
+                        "sqlite:///mlflow.db in the working directory)")
+    p.add_argument("--max-concurrent", type=int, default=None,
+                   help="trials running at once (default: the study's max_concurrent)")
+    p.add_argument("--out", default=None,
+                   help="study folder (default: runs/studies/<study>-<time>; with --resume: "
+                        "the newest runs/studies/<study>-*)")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    study_file = DEFAULT_STUDY
+    overrides = list(args.args)
+    if overrides and "=" not in overrides[0]:
+        study_file = Path(overrides.pop(0))
+    if args.max_concurrent is not None and args.max_concurrent < 1:
+        print("run_ablation.py: error: --max-concurrent must be >= 1", file=sys.stderr)
+        return USAGE_ERROR
+    try:
+        study = load_study(study_file, overrides, smoke=args.smoke)
+    except StudyError as err:
+        print(f"run_ablation.py: error: {err}", file=sys.stderr)
+        return USAGE_ERROR
+    if args.dry_run:
+        print(describe(study))
+        return 0
+
+    from adautomix.ablation import run_study
+    from adautomix.tracking import ui_command
+
+    start = time.perf_counter()
+    try:
+        outcome = run_study(study, study_dir=Path(args.out) if args.out else None, resume=args.resume,
+                            tracking_uri=args.tracking_uri, address=args.address,
+                            max_concurrent=args.max_concurrent)
+    except StudyError as err:
+        print(f"run_ablation.py: error: {err}", file=sys.stderr)
+        return USAGE_ERROR
+    minutes, seconds = divmod(int(time.perf_counter() - start), 60)
+    print(f"\nstudy {study.name}: {len(outcome.records)} of {study.total_trials()} trials done "
+          f"({outcome.ran} run now) in {minutes}m{seconds:02d}s; mean ± std over seeds, "
+          f"★ = {study.metric} ({study.mode}):\n")
+    print(outcome.table)
+    print(f"\nresults: {outcome.study_dir}/results.md, results.csv, results.png")
+    if outcome.errors:
+        print(f"\n{len(outcome.errors)} trial(s) failed:", *outcome.errors, sep="\n  ", file=sys.stderr)
+    if outcome.tracking_uri:
+        print(f"MLflow: {ui_command(outcome.tracking_uri)}")
+    else:
+        print("MLflow: tracking was unavailable (see the warning above); the metrics are in "
+              f"{outcome.study_dir}/trials/*/metrics.jsonl")
+    return 1 if outcome.errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
