@@ -148,7 +148,8 @@ def imagefolder_classes(root: Path) -> list[str]:
 # Loaders
 
 
-def random_crop_flip(x: torch.Tensor, padding: int, flip: bool, rng: torch.Generator) -> torch.Tensor:
+def random_crop_flip(x: torch.Tensor, padding: int, flip: bool, rng: torch.Generator,
+                     shard: tuple[int, int] = (0, 1)) -> torch.Tensor:
     """Random crop (reflect padding) and horizontal flip of a whole batch at once.
 
     Args:
@@ -156,18 +157,26 @@ def random_crop_flip(x: torch.Tensor, padding: int, flip: bool, rng: torch.Gener
         padding: pixels of reflect padding before the crop; 0 skips the crop.
         flip: flip each image left-right with probability 1/2.
         rng: CPU generator for the offsets and flips.
+        shard: ``(rank, world_size)``: ``x`` holds elements ``rank, rank + W, ...`` of a global
+            batch of ``B * W``; the draws are made for the global batch and sliced the same way,
+            so the union over ranks is augmented exactly as one process would augment it.
     """
     b, c, h, w = x.shape
+    rank, world_size = shard
+
+    def draw(values: torch.Tensor) -> torch.Tensor:
+        return values[rank::world_size].to(x.device)
+
     if padding:
         padded = F.pad(x, (padding,) * 4, mode="reflect")
-        dy = torch.randint(0, 2 * padding + 1, (b,), generator=rng).to(x.device)
-        dx = torch.randint(0, 2 * padding + 1, (b,), generator=rng).to(x.device)
+        dy = draw(torch.randint(0, 2 * padding + 1, (b * world_size,), generator=rng))
+        dx = draw(torch.randint(0, 2 * padding + 1, (b * world_size,), generator=rng))
         rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]
         cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]
         x = padded[torch.arange(b, device=x.device)[:, None, None, None],
                    torch.arange(c, device=x.device)[None, :, None, None], rows, cols]
     if flip:
-        mask = (torch.rand(b, generator=rng) < 0.5).to(x.device)
+        mask = draw(torch.rand(b * world_size, generator=rng) < 0.5)
         x = torch.where(mask[:, None, None, None], x.flip(-1), x)
     return x
 
@@ -202,7 +211,8 @@ class TensorLoader:
         if self.train:
             rng = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
             order = torch.randperm(n, generator=rng)
-            aug_rng = torch.Generator().manual_seed((self.seed * 1_000_003 + self.epoch) * 64 + self.rank)
+            # the same stream on every rank: each takes its slice of the global batch's draws
+            aug_rng = torch.Generator().manual_seed((self.seed * 1_000_003 + self.epoch) * 64)
         else:
             order = torch.arange(n)
         for k in range(len(self)):
@@ -210,7 +220,8 @@ class TensorLoader:
             idx = idx.to(self.device)
             x = self.images[idx].float()
             if self.train:
-                x = random_crop_flip(x, self.spec.crop_padding, self.spec.flip, aug_rng)
+                x = random_crop_flip(x, self.spec.crop_padding, self.spec.flip, aug_rng,
+                                     shard=(self.rank, self.world_size))
             yield (x - self.mean) / self.std, self.labels[idx]
 
 

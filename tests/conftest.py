@@ -1,0 +1,187 @@
+"""Shared fixtures: one real Ray cluster per test session, on 127.0.0.1, with token authentication.
+
+``ray_cluster`` starts a head node with ``ray start --head`` (as a user would) and stops it at
+the end of the session; ``ray_second_node`` joins a second node to it with its own custom
+resource; ``ray_connected`` connects this test process as a driver. Nothing listens beyond
+127.0.0.1.
+
+Token authentication: the test session uses its own token file (``RAY_AUTH_TOKEN_PATH``), so it
+never reads or writes ``~/.ray/auth_token``. Ray reads ``RAY_AUTH_MODE`` once, when it is first
+imported, so both variables are set here, before any test module imports ray.
+"""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent  # the venv's bin: ray, adautomix
+RAY = str(BIN / "ray")
+HOST = "127.0.0.1"
+HEAD_CPUS = 4  # logical CPUs: room for two 1-CPU workers next to another test's driver
+NODE_B_CPUS = 2
+
+# Short: Ray's unix-socket paths live under the temp dir and must stay under 108 characters.
+SESSION_DIR = Path(tempfile.mkdtemp(prefix="adx-ray-", dir="/tmp"))
+TOKEN_FILE = SESSION_DIR / "auth_token"
+TOKEN_FILE.write_text(secrets.token_hex(32))
+TOKEN_FILE.chmod(0o600)
+os.environ["RAY_AUTH_MODE"] = "token"
+os.environ["RAY_AUTH_TOKEN_PATH"] = str(TOKEN_FILE)
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(SESSION_DIR, ignore_errors=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def cluster_env() -> dict[str, str]:
+    """Environment for Ray CLI calls: token auth on, the venv first on PATH (as when activated)."""
+    env = dict(os.environ)
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    env.pop("RAY_ADDRESS", None)
+    return env
+
+
+@dataclass
+class RayNode:
+    """A ``ray start --block`` process; stopping it stops the node's Ray processes."""
+
+    process: subprocess.Popen
+    log: Path
+    temp_dir: Path
+
+    def stop(self) -> None:
+        # `ray stop` would stop every Ray node of this user on the machine, other sessions'
+        # too. Like it, but only for the process group this fixture started: SIGTERM to every
+        # process of the node, SIGKILL to what is left after a grace period.
+        for sig, grace in ((signal.SIGTERM, 15), (signal.SIGKILL, 10)):
+            try:
+                os.killpg(self.process.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                self.process.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                pass
+
+
+@dataclass
+class RayCluster:
+    address: str  # GCS address for `ray start --address` and `ray.init(address=...)`
+    dashboard_url: str  # HTTP address for `ray job submit --address`
+    head: RayNode
+    nodes: list[RayNode] = field(default_factory=list)
+
+    def env(self) -> dict[str, str]:
+        return cluster_env()
+
+    def node_resources(self) -> list[dict]:
+        """Alive nodes as ``{"node_id", "resources"}``, from Ray's state API (authenticated)."""
+        from ray.util.state import list_nodes
+
+        nodes = list_nodes(address=self.dashboard_url, filters=[("state", "=", "ALIVE")],
+                           timeout=10, raise_on_missing_output=False)
+        return [{"node_id": n.node_id, "resources": dict(n.resources_total)} for n in nodes]
+
+
+def _start_node(args: list[str], name: str, ready: callable, timeout: float = 120) -> RayNode:
+    temp_dir = SESSION_DIR / name
+    log = SESSION_DIR / f"{name}.log"
+    cmd = [RAY, "start", "--block", "--disable-usage-stats", "--node-ip-address", HOST,
+           "--temp-dir", str(temp_dir), "--dashboard-agent-listen-port", str(free_port()),
+           "--metrics-export-port", str(free_port()), "--runtime-env-agent-port", str(free_port()),
+           *args]
+    with log.open("w") as fh:
+        process = subprocess.Popen(cmd, env=cluster_env(), stdout=fh, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+    node = RayNode(process, log, temp_dir)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"`{' '.join(cmd)}` exited with {process.returncode}:\n{log.read_text()}")
+        if ready():
+            return node
+        time.sleep(1)
+    node.stop()
+    raise RuntimeError(f"Ray node {name} not ready after {timeout:.0f} s:\n{log.read_text()}")
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A real Ray head node on 127.0.0.1 for the whole session (token authentication on)."""
+    port, dashboard_port = free_port(), free_port()
+    cluster_holder: list[RayCluster] = []
+
+    def ready() -> bool:
+        try:
+            return len(cluster_holder[0].node_resources()) > 0
+        except Exception:  # the dashboard is not up yet
+            return False
+
+    dashboard_url = f"http://{HOST}:{dashboard_port}"
+    cluster_holder.append(RayCluster(f"{HOST}:{port}", dashboard_url, head=None))
+    head = _start_node(["--head", "--port", str(port), "--dashboard-host", HOST,
+                        "--dashboard-port", str(dashboard_port), "--include-dashboard", "true",
+                        "--ray-client-server-port", str(free_port()), "--num-cpus", str(HEAD_CPUS),
+                        "--num-gpus", "0", "--resources", json.dumps({"worker_slot": 1})],
+                       "head", ready)
+    cluster = cluster_holder[0]
+    cluster.head = head
+    yield cluster
+    for node in reversed(cluster.nodes):
+        node.stop()
+    head.stop()
+
+
+@pytest.fixture(scope="session")
+def ray_second_node(ray_cluster):
+    """A second node joined to ``ray_cluster``, tagged with the custom resource ``node_b``.
+
+    Both nodes hold one ``worker_slot``: a worker asking for one lands on a node of its own
+    (on CPUs, what one GPU per worker does on a GPU cluster). Returns the node's Ray id.
+    """
+    def node_b() -> str | None:
+        for node in ray_cluster.node_resources():
+            if node["resources"].get("node_b"):
+                return node["node_id"]
+        return None
+
+    node = _start_node(["--address", ray_cluster.address, "--num-cpus", str(NODE_B_CPUS),
+                        "--num-gpus", "0", "--resources", json.dumps({"node_b": 1, "worker_slot": 1})],
+                       "node_b", lambda: node_b() is not None)
+    ray_cluster.nodes.append(node)
+    return node_b()
+
+
+@pytest.fixture(scope="session")
+def ray_connected(ray_cluster):
+    """This test process connected to ``ray_cluster`` as a Ray driver (quiet logs)."""
+    import logging
+
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    ray.init(address=ray_cluster.address, logging_level=logging.WARNING, log_to_driver=True,
+             logging_config=ray.LoggingConfig(encoding="TEXT", log_level="WARNING"))
+    yield ray_cluster
+    ray.shutdown()

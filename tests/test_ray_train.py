@@ -1,0 +1,259 @@
+"""Ray Train: data-parallel workers give the one-process result, survive a killed worker, span
+two nodes, run as a `ray job submit` job, and refuse what the cluster cannot place.
+
+All runs are real: a Ray cluster started with `ray start` on 127.0.0.1 (conftest.py), CPU
+workers, gloo. The models are tiny so that each run is a few seconds of training; most of a
+test's time is Ray starting its worker processes.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from adautomix.config import ConfigError, load_config
+from adautomix.data import build_loaders
+from adautomix.engine import train
+from adautomix.ray_train import RayTrainError, train_with_ray
+
+from conftest import REPO, cluster_env
+
+# Callbacks below are defined in this module, which Ray's workers cannot import: ship by value.
+import ray.cloudpickle  # noqa: E402
+
+ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+TINY = ["data.name=digits", "model.width=0.125", "data.limit_train=256", "data.limit_test=128",
+        "train.batch_size=32", "train.threads=1", "train.epochs=2"]
+
+
+def tiny(tmp_path: Path, *overrides: str, name: str = "run"):
+    return load_config(overrides=[*TINY, f"out_dir={tmp_path / name}", *overrides])
+
+
+def epochs_in(run: Path) -> list[int]:
+    return [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+# --------------------------------------------------------------------------------------------
+# callbacks run on the workers (picklable; `setup` is called on every rank)
+
+
+class SaveTeacher:
+    """Each rank writes its teacher's parameters at every checkpoint."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+
+    def setup(self, trainer):
+        self.trainer = trainer
+
+    def on_checkpoint(self, epoch, path):
+        teacher = self.trainer.step.teacher.model
+        params = {k: v.detach().cpu().clone() for k, v in teacher.named_parameters()}
+        torch.save(params, self.folder / f"teacher_rank{self.trainer.rank}_epoch{epoch}.pt")
+
+
+class RecordWhere:
+    """Each rank records the Ray node it runs on."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+
+    def setup(self, trainer):
+        import ray
+
+        (self.folder / f"rank{trainer.rank}.node").write_text(ray.get_runtime_context().get_node_id())
+
+
+class KillRankOnceAfterFirstCheckpoint:
+    """On the first attempt only, rank 1 is SIGKILLed once Ray Train has registered the epoch-1
+    checkpoint (its manager's snapshot names it); every start and every epoch is logged."""
+
+    def __init__(self, folder: Path, run: Path):
+        self.folder, self.run = folder, run
+
+    def setup(self, trainer):
+        self.trainer = trainer
+        with (self.folder / "starts.txt").open("a") as fh:
+            fh.write(f"{trainer.rank} {trainer.epoch} {os.getpid()}\n")
+
+    def on_epoch(self, record):  # rank 0
+        with (self.folder / "epochs.txt").open("a") as fh:
+            fh.write(f"{record['epoch']}\n")
+
+    def on_checkpoint(self, epoch, path):
+        marker = self.folder / "killed"
+        if self.trainer.rank != 1 or epoch != 1 or marker.exists():
+            return
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            snapshots = self.run.glob("ray/*/checkpoint_manager_snapshot.json")
+            if any("epoch_00001" in p.read_text() for p in snapshots):
+                break
+            time.sleep(0.2)
+        marker.write_text(str(os.getpid()))
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def test_rank_shards_of_a_global_batch_reassemble_the_one_process_batch():
+    """Rank r takes elements r, r+W, ... of every global batch, augmentation included."""
+    cfg = load_config(overrides=[*TINY, "train.workers=2", "out_dir=/tmp/unused"])
+    cpu = torch.device("cpu")
+    whole, _, _ = build_loaders(cfg, cpu, 0, 1)
+    shards = [build_loaders(cfg, cpu, r, 2)[0] for r in range(2)]
+    for loader in (whole, *shards):
+        loader.set_epoch(3)
+    for (x, y), (x0, y0), (x1, y1) in zip(whole, *shards):
+        assert x0.shape[0] == x1.shape[0] == x.shape[0] // 2
+        assert torch.equal(x[0::2], x0) and torch.equal(x[1::2], x1)
+        assert torch.equal(y[0::2], y0) and torch.equal(y[1::2], y1)
+
+
+class WithoutGradientAllReduce:
+    """A broken data-parallel run for contrast: each rank steps on its own shard's gradient."""
+
+    def setup(self, trainer):
+        trainer.model = trainer.step  # the DDP wrapper is bypassed
+
+
+# One step per epoch (32 images, batch 32), so each epoch's loss is one step's loss (rank mean).
+# Vanilla, so that nothing is drawn per rank (mixing methods draw partners within each rank's
+# shard, as every DDP mixup does). Tolerance 1e-2 relative: BatchNorm normalises over each rank's
+# 16 images instead of all 32 (SyncBatchNorm runs on CUDA only); measured here that costs 4e-4 to
+# 4e-3 over the first 4 steps, while dropping the gradient all-reduce costs 3e-2 from step 2 on.
+STEPS = ["method.name=vanilla", "data.limit_train=32", "train.epochs=4"]
+STEP_TOLERANCE = 1e-2
+
+
+def step_records(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_two_workers_take_the_same_steps_as_one_process(tmp_path, ray_connected):
+    """Same global batch, data and seed: the loss of each of the first steps matches."""
+    train(tiny(tmp_path, *STEPS, name="one"), quiet=True)
+    summary = train_with_ray(tiny(tmp_path, *STEPS, "train.workers=2", name="two"), quiet=True)
+    ref, got = step_records(tmp_path / "one"), step_records(tmp_path / "two")
+    assert summary["epochs_done"] == 4 and [r["epoch"] for r in got] == [1, 2, 3, 4]
+    for a, b in zip(ref, got):
+        assert b["loss"] == pytest.approx(a["loss"], rel=STEP_TOLERANCE), (a["epoch"], a["loss"], b["loss"])
+        assert b["lr"] == pytest.approx(a["lr"])
+    assert ref[0]["loss"] != ref[-1]["loss"]  # the steps did change the weights
+
+
+@pytest.mark.slow
+def test_without_the_gradient_all_reduce_the_steps_leave_that_tolerance(tmp_path, ray_connected):
+    """The control for the test above: the tolerance is tight enough to see a broken all-reduce."""
+    train(tiny(tmp_path, *STEPS, name="one"), quiet=True)
+    train_with_ray(tiny(tmp_path, *STEPS, "train.workers=2", name="unsynced"), quiet=True,
+                   callbacks=[WithoutGradientAllReduce()])
+    ref, unsynced = step_records(tmp_path / "one"), step_records(tmp_path / "unsynced")
+    assert any(b["loss"] != pytest.approx(a["loss"], rel=STEP_TOLERANCE) for a, b in zip(ref, unsynced))
+
+
+def test_sync_bn_on_cpu_workers_is_refused_before_starting(tmp_path):
+    cfg = tiny(tmp_path, "train.workers=2", "train.sync_bn=true")
+    with pytest.raises(ConfigError, match="train.sync_bn"):
+        train_with_ray(cfg, quiet=True)
+    assert not Path(cfg.out_dir).exists()
+
+
+def test_ema_teacher_stays_identical_on_every_rank(tmp_path, ray_connected):
+    """AdAutoMix on two workers: after 4 and 8 steps both ranks hold the same teacher weights,
+    without the teacher ever being broadcast (it follows identical classifier weights)."""
+    folder = tmp_path / "teachers"
+    folder.mkdir()
+    cfg = tiny(tmp_path, "method.name=adautomix", "data.limit_train=128", "train.workers=2")
+    train_with_ray(cfg, callbacks=[SaveTeacher(folder)], quiet=True)
+    for epoch in (1, 2):
+        rank0 = torch.load(folder / f"teacher_rank0_epoch{epoch}.pt")
+        rank1 = torch.load(folder / f"teacher_rank1_epoch{epoch}.pt")
+        assert rank0.keys() == rank1.keys() and rank0
+        for name in rank0:
+            assert torch.equal(rank0[name], rank1[name]), f"epoch {epoch}: {name} differs"
+    first = torch.load(folder / "teacher_rank0_epoch1.pt")
+    last = torch.load(folder / "teacher_rank0_epoch2.pt")
+    assert any(not torch.equal(first[k], last[k]) for k in first)  # the teacher did move
+
+
+@pytest.mark.slow
+def test_killed_worker_restarts_from_the_checkpoint_and_logs_each_epoch_once(tmp_path, ray_connected):
+    folder = tmp_path / "log"
+    folder.mkdir()
+    cfg = tiny(tmp_path, "method.name=adautomix", "data.limit_train=128", "train.epochs=3",
+               "train.workers=2", "train.max_failures=1")
+    run = Path(cfg.out_dir)
+    summary = train_with_ray(cfg, callbacks=[KillRankOnceAfterFirstCheckpoint(folder, run)],
+                             quiet=True)
+    assert (folder / "killed").exists()
+    starts = [tuple(map(int, line.split())) for line in (folder / "starts.txt").read_text().splitlines()]
+    assert sorted((rank, epoch) for rank, epoch, _ in starts) == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    assert (folder / "epochs.txt").read_text().split() == ["1", "2", "3"]  # epoch 1 not redone
+    assert epochs_in(run) == [1, 2, 3]
+    assert summary["epochs_done"] == 3
+    assert json.loads((run / "metrics.json").read_text())["epochs_done"] == 3
+    assert torch.load(run / "checkpoints/last.pt", weights_only=False)["epoch"] == 3
+
+
+@pytest.mark.slow
+def test_two_workers_land_one_on_each_node(tmp_path, ray_connected, ray_second_node):
+    """Head and second node hold one `worker_slot` each; two workers asking for one slot each
+    run one on each node (the second node is the one tagged `node_b`)."""
+    folder = tmp_path / "where"
+    folder.mkdir()
+    cfg = tiny(tmp_path, "method.name=mixup", "train.workers=2",
+               'train.resources_per_worker={"CPU": 1, "worker_slot": 1}')
+    train_with_ray(cfg, callbacks=[RecordWhere(folder)], quiet=True)
+    nodes = {(folder / f"rank{r}.node").read_text() for r in range(2)}
+    assert ray_second_node in nodes
+    assert len(nodes) == 2
+    assert epochs_in(Path(cfg.out_dir)) == [1, 2]
+
+
+def test_more_workers_than_the_cluster_can_place_fail_fast(tmp_path, ray_connected):
+    cfg = tiny(tmp_path, "train.workers=16")  # the session cluster holds 4 + 2 CPUs
+    start = time.monotonic()
+    with pytest.raises(RayTrainError, match=r"train.workers=16 cannot be placed"):
+        train_with_ray(cfg, quiet=True)
+    assert time.monotonic() - start < 30
+    gpu = tiny(tmp_path, "train.workers=1", "train.use_gpu=true", name="gpu")
+    with pytest.raises(RayTrainError, match="GPU"):
+        train_with_ray(gpu, quiet=True)
+
+
+@pytest.mark.slow
+def test_ray_job_submit_with_token_auth_trains_a_run(tmp_path, ray_cluster):
+    run = tmp_path / "job-run"
+    args = [*TINY, "method.name=mixup", "train.workers=2", f"out_dir={run}"]
+    submit = [str(Path(sys.executable).parent / "ray"), "job", "submit",
+              "--address", ray_cluster.dashboard_url, "--working-dir", ".", "--",
+              "python", "-m", "adautomix", "train", *args]
+    done = subprocess.run(submit, cwd=REPO, env=cluster_env(), capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "epoch   2/2" in done.stdout  # rank 0's progress reaches the submitter
+    assert epochs_in(run) == [1, 2]
+    assert json.loads((run / "metrics.json").read_text())["epochs_done"] == 2
+
+
+@pytest.mark.slow
+def test_job_submission_without_the_token_is_refused(tmp_path, ray_cluster):
+    env = cluster_env()
+    env.pop("RAY_AUTH_TOKEN_PATH")
+    env["RAY_AUTH_TOKEN"] = "0" * 64
+    submit = [str(Path(sys.executable).parent / "ray"), "job", "submit", "--address",
+              ray_cluster.dashboard_url, "--", "python", "-c", "print('should not run')"]
+    done = subprocess.run(submit, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    assert "should not run" not in done.stdout
