@@ -161,7 +161,8 @@ def run_trial(config: dict, ctx: TrialContext) -> None:
     queue = Queue(actor_options={"num_cpus": 0})
     callbacks: list = [TuneProgress(queue, trial.key)]
     if run_id:
-        callbacks.append(tracking.MlflowTracker(ctx.tracking_uri, run_id, cfg.mlflow.log_model))
+        callbacks.append(tracking.MlflowTracker(ctx.tracking_uri, run_id, cfg.mlflow.log_model,
+                                                str(out_dir)))
     outcome: dict[str, Any] = {}
 
     def work() -> None:

@@ -93,13 +93,15 @@ class MlflowTracker:
         tracking_uri: where the run lives (``resolve_tracking_uri`` output).
         run_id: an existing run (``start_child_run`` or ``start_run``).
         log_model: log the final classifier with ``mlflow.pytorch.log_model`` under ``model``.
+        out_dir: the run directory, named in the warning when tracking fails.
     """
 
-    def __init__(self, tracking_uri: str, run_id: str, log_model: bool = False):
+    def __init__(self, tracking_uri: str, run_id: str, log_model: bool = False,
+                 out_dir: str | None = None):
         self.tracking_uri, self.run_id, self.log_model = tracking_uri, run_id, log_model
         self.failed = False
         self._client = None
-        self._out_dir: str | None = None
+        self._out_dir = str(Path(out_dir).resolve()) if out_dir else None
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
