@@ -33,8 +33,8 @@ from .config import Config, ConfigError, from_dict, to_dict
 from .data import DataError
 from .engine import CHECKPOINT, Trainer, check_run_dir, summarize, write_config
 
-# Ray Train's own checkpoint storage for one launch, inside the run directory; removed after a
-# successful run because it only duplicates checkpoints/last.pt.
+# Ray Train's own checkpoint storage for one launch, inside the run directory; removed when the
+# launch ends because it only duplicates checkpoints/last.pt.
 RAY_STORAGE = "ray"
 
 
@@ -97,11 +97,12 @@ def _worker_loop(config: dict) -> None:
         torch.cuda.set_device(device)
 
     def wrap(step: torch.nn.Module) -> torch.nn.Module:
-        # AdAutoMix with a loss switched off (use_ce, use_mce, ...) leaves a head without a
-        # gradient in some or all steps; DDP must then look for unused parameters.
+        # AdAutoMix without L_ce never trains the one-hot head; DDP must then be told to look
+        # for parameters without a gradient (a search it otherwise skips, and warns about).
+        unused = cfg.method.name == "adautomix" and not cfg.method.use_ce
         return DistributedDataParallel(
             step, device_ids=[device.index] if device.type == "cuda" else None,
-            find_unused_parameters=cfg.method.name == "adautomix")
+            find_unused_parameters=unused)
 
     user_callbacks = list(config.get("callbacks") or [])
     reporter = _ReportCheckpoints(None)
@@ -187,13 +188,15 @@ def check_cluster_fits(cfg: Config) -> None:
         per_node.append(min((math.floor(have.get(k, 0.0) / v + 1e-9) for k, v in need.items()),
                             default=cfg.train.workers))
     if sum(per_node) < cfg.train.workers:
-        have = ", ".join(
-            "{" + ", ".join(f"{k}: {n['Resources'].get(k, 0):g}" for k in need) + "}" for n in nodes)
+        def show(res: dict) -> str:
+            return "{" + ", ".join(f"{k}: {v:g}" for k, v in res.items()) + "}"
+
+        have = ", ".join(show({k: n["Resources"].get(k, 0) for k in need}) for n in nodes)
         raise RayTrainError(
-            f"train.workers={cfg.train.workers} cannot be placed: each worker needs "
-            f"{ {k: v for k, v in need.items()} } on one node, and the cluster's "
-            f"{len(nodes)} node(s) ({have}) hold {sum(per_node)} such worker(s). Lower "
-            "train.workers or train.resources_per_worker, or add nodes")
+            f"train.workers={cfg.train.workers} cannot be placed: each worker needs {show(need)} "
+            f"on one node, and the cluster's {len(nodes)} node(s) ({have}) hold "
+            f"{sum(per_node)} such worker(s). Lower train.workers, ask for less per worker "
+            '(e.g. train.resources_per_worker={"CPU": 0.5}), or add nodes')
 
 
 def _has_autoscaler() -> bool:
@@ -205,13 +208,17 @@ def _has_autoscaler() -> bool:
         return False
 
 
-def _unwrap_bad_input(err: Exception) -> None:
-    """Re-raise a worker's ConfigError / DataError as itself (the CLI prints it as one line)."""
-    failures = getattr(err, "worker_failures", None) or {}
-    for failure in failures.values():
-        for kind in (DataError, ConfigError):
-            if isinstance(failure, kind):
-                raise kind(str(failure).splitlines()[-1].split(": ", 1)[-1]) from None
+def _bad_input(err: Exception) -> Exception | None:
+    """A worker's ConfigError / DataError inside Ray Train's failure, if that is what it was."""
+    for failure in (getattr(err, "worker_failures", None) or {}).values():
+        if isinstance(failure, (DataError, ConfigError)):
+            return failure
+    return None
+
+
+def _remove_if_empty(folder: Path) -> None:
+    if folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
 
 
 def train_with_ray(cfg: Config, address: str | None = None, callbacks: list | None = None,
@@ -273,11 +280,21 @@ def train_with_ray(cfg: Config, address: str | None = None, callbacks: list | No
     try:
         result = trainer.fit()
     except ray.train.TrainingFailedError as err:
-        _unwrap_bad_input(err)
-        raise
-    shutil.rmtree(out / RAY_STORAGE / launch, ignore_errors=True)
-    if (out / RAY_STORAGE).is_dir() and not any((out / RAY_STORAGE).iterdir()):
-        (out / RAY_STORAGE).rmdir()
+        bad = _bad_input(err)
+        if bad is not None:  # e.g. data missing on the workers: undo what this launch wrote
+            if not cfg.train.resume and not (out / "metrics.jsonl").exists():
+                (out / "config.yaml").unlink(missing_ok=True)
+            raise bad.with_traceback(None) from None
+        hint = (f"; {out / CHECKPOINT} holds the last checkpoint: add --resume to continue"
+                if (out / CHECKPOINT).exists() else "")
+        raise RayTrainError(f"training failed (train.max_failures={t.max_failures} restarts "
+                            f"allowed){hint}.\n{err}") from err
+    finally:
+        # Ray's copies of the checkpoints serve restarts within this launch only; the run's own
+        # checkpoint is checkpoints/last.pt (what --resume reads)
+        shutil.rmtree(out / RAY_STORAGE / launch, ignore_errors=True)
+        _remove_if_empty(out / RAY_STORAGE)
+        _remove_if_empty(out)
     summary = (result.metrics or {}).get("summary")
     if summary is None:  # nothing was left to train (a --resume of a finished run)
         summary = json.loads((out / "metrics.json").read_text())

@@ -207,6 +207,27 @@ def test_killed_worker_restarts_from_the_checkpoint_and_logs_each_epoch_once(tmp
 
 
 @pytest.mark.slow
+def test_resume_continues_a_run_stopped_by_a_dead_worker(tmp_path, ray_connected):
+    """No restarts allowed: the run stops with a hint, and `--resume` carries on from epoch 1."""
+    folder = tmp_path / "log"
+    folder.mkdir()
+    cfg = tiny(tmp_path, "method.name=mixup", "train.epochs=3", "train.workers=2",
+               "train.max_failures=0")
+    run = Path(cfg.out_dir)
+    with pytest.raises(RayTrainError, match="add --resume to continue"):
+        train_with_ray(cfg, callbacks=[KillRankOnceAfterFirstCheckpoint(folder, run)], quiet=True)
+    assert epochs_in(run) == [1]
+    resumed = tiny(tmp_path, "method.name=mixup", "train.epochs=3", "train.workers=2",
+                   "train.resume=true")
+    summary = train_with_ray(resumed, callbacks=[KillRankOnceAfterFirstCheckpoint(folder, run)],
+                             quiet=True)
+    assert summary["epochs_done"] == 3
+    assert epochs_in(run) == [1, 2, 3]
+    assert (folder / "epochs.txt").read_text().split() == ["1", "2", "3"]
+    assert not (run / "ray").exists()  # Ray's copy of the checkpoints goes once the run is done
+
+
+@pytest.mark.slow
 def test_two_workers_land_one_on_each_node(tmp_path, ray_connected, ray_second_node):
     """Head and second node hold one `worker_slot` each; two workers asking for one slot each
     run one on each node (the second node is the one tagged `node_b`)."""
