@@ -153,7 +153,12 @@ def _connect(address: str | None) -> None:
         else:
             ray.init(address=address, **quiet)
     except ConnectionError as err:
-        raise RayTrainError(f"cannot reach the Ray cluster at {address}: {err}") from None
+        hint = ""
+        if os.environ.get("RAY_AUTH_MODE", "").lower() != "token":
+            hint = (". If the cluster uses token authentication, export RAY_AUTH_MODE=token and "
+                    "give this machine the cluster's token (~/.ray/auth_token, or "
+                    "RAY_AUTH_TOKEN_PATH=FILE, or RAY_AUTH_TOKEN)")
+        raise RayTrainError(f"cannot reach the Ray cluster at {address}: {err}{hint}") from None
     finally:
         notice.setLevel(level)
 
