@@ -22,6 +22,7 @@ import json
 import math
 import os
 import shutil
+import socket
 import statistics
 import sys
 import threading
@@ -175,13 +176,20 @@ def run_trial(config: dict, ctx: TrialContext) -> None:
     worker.start()
     extra = {"trial_key": trial.key, "mlflow_run_id": run_id or "", "epochs": cfg.train.epochs}
 
+    last: list[dict] = []
+
     def drain(block: bool) -> None:
         while True:
             try:
                 metrics = queue.get(block=block, timeout=1.0) if block else queue.get_nowait()
             except Empty:
                 return
-            tune.report({**metrics, **extra})
+            if metrics.get("epoch") == cfg.train.epochs:
+                # held back until the run has finished: a scheduler may stop the trial (and so
+                # kill this process) on any report, which must not cut the run's final logging
+                last.append(metrics)
+            else:
+                tune.report({**metrics, **extra})
 
     while worker.is_alive():
         drain(block=True)
@@ -193,6 +201,8 @@ def run_trial(config: dict, ctx: TrialContext) -> None:
         raise outcome["error"]
     if run_id:
         _end_child(ctx.tracking_uri, run_id, "FINISHED")
+    for metrics in last:
+        tune.report({**metrics, **extra})
 
 
 def _end_child(uri: str, run_id: str, status: str, tags: dict | None = None) -> None:
@@ -323,8 +333,16 @@ def connect(address: str | None) -> None:
         return
     address = address or os.environ.get("RAY_ADDRESS") or "local"
     kwargs: dict[str, Any] = dict(logging_level=logging.WARNING, log_to_driver=True)
-    if address == "local":  # Ray Train watches its runs through the dashboard's state API
-        kwargs.update(include_dashboard=True, dashboard_host="127.0.0.1")
+    if address == "local":
+        # Ray Train V2 frees the workers of a run whose controller died (a trial stopped by ASHA)
+        # through the dashboard's state API, which its actors find by auto-detection; with a
+        # second Ray cluster on the machine that fails ("multiple active Ray instances") and the
+        # stopped trial's CPUs are never given back. Name this cluster's API server for them.
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        kwargs.update(include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port,
+                      runtime_env={"env_vars": {"RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}})
     ray.init(address=address, **kwargs)
 
 
@@ -337,7 +355,8 @@ class Outcome:
     rows: list[dict]
     errors: list[str]
     table: str
-    ran: int  # trials trained in this invocation
+    ran: int  # trials to train in this invocation
+    incomplete: bool = False  # fewer trials done than the study has (interrupted or failed)
 
 
 def run_study(study: Study, *, study_dir: Path | None = None, resume: bool = False,
@@ -392,17 +411,18 @@ def run_study(study: Study, *, study_dir: Path | None = None, resume: bool = Fal
                 _end_child(uri, parent, "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
             raise
     records = list(read_records(study_dir).values())
+    incomplete = len(records) < study.total_trials()  # interrupted (Ctrl-C) or failed trials
     rows = aggregate(study, records)
     table = markdown_table(study, rows)
     files = write_results(study, study_dir, rows)
     if uri and parent:
         try:
             tracking.log_files(uri, parent, [study_dir / "study.yaml", *files])
-            tracking.end_run(uri, parent, "FAILED" if errors else "FINISHED",
-                             {"adautomix.trials_done": str(len(records))})
+            status = "FAILED" if errors else "KILLED" if incomplete else "FINISHED"
+            tracking.end_run(uri, parent, status, {"adautomix.trials_done": str(len(records))})
         except Exception as err:  # noqa: BLE001
             tracking.warn(uri, err, "study results on the parent run", str(study_dir))
-    return Outcome(study_dir, uri, parent, records, rows, errors, table, todo)
+    return Outcome(study_dir, uri, parent, records, rows, errors, table, todo, incomplete)
 
 
 def _start_parent(study: Study, study_dir: Path, uri: str, out) -> tuple[str | None, str | None]:

@@ -385,3 +385,29 @@ def test_ray_job_submit_of_a_smoke_study_logs_to_the_tracking_store(tmp_path, ra
     for run in children:
         check_child(client, run, parents[0].info.run_id, epochs=2)
     check_parent_artifacts(client, parents[0])
+
+
+@pytest.mark.slow
+def test_asha_search_closes_every_trial_run_finished_or_stopped_early(tmp_path):
+    # a TPE search with ASHA on a local cluster the runner starts itself (the bare-command path)
+    path = write_study(tmp_path, searcher="tpe", num_samples=4, seeds=[0], max_concurrent=2,
+                       space={"train.lr": {"loguniform": [0.001, 0.4]}},
+                       base={**TINY_BASE, "method": {"name": "vanilla"}, "mlflow": {"log_model": False},
+                             "train": {**TINY_BASE["train"], "epochs": 4}},
+                       scheduler={"name": "asha", "grace_period": 1, "reduction_factor": 2})
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = cluster_env()
+    done = run_cli([path, "--tracking-uri", uri, "--out", tmp_path / "study"], tmp_path, env=env)
+    assert done.returncode == 0, output(done)
+    client, parents, children = study_runs(uri, "tiny")
+    assert len(parents) == 1 and len(children) == 4
+    records = [json.loads(ln) for ln in (tmp_path / "study" / "trials.jsonl").read_text().splitlines()]
+    assert len(records) == 4
+    for run in children:
+        rec = next(r for r in records if r["mlflow_run_id"] == run.info.run_id)
+        epochs = [m.step for m in client.get_metric_history(run.info.run_id, "top1")]
+        if rec["status"] == "stopped_early":
+            assert run.info.status == "KILLED" and "adautomix.stopped_early" in run.data.tags
+            assert epochs == list(range(1, rec["epochs_done"] + 1)) and rec["epochs_done"] < 4
+        else:
+            check_child(client, run, parents[0].info.run_id, epochs=4)

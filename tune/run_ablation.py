@@ -8,7 +8,8 @@
     python tune/run_ablation.py ablations/n_mix.yaml --resume   # continue an interrupted study
     python tune/run_ablation.py ablations/hpo.yaml --dry-run    # list the trials and exit
 
-Exit codes: 0 done, 1 some trials failed, 2 bad study file / overrides / options.
+Exit codes: 0 done, 1 some trials failed or the study was interrupted (continue it with
+--resume), 2 bad study file / overrides / options.
 """
 from __future__ import annotations
 
@@ -91,12 +92,17 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nresults: {outcome.study_dir}/results.md, results.csv, results.png")
     if outcome.errors:
         print(f"\n{len(outcome.errors)} trial(s) failed:", *outcome.errors, sep="\n  ", file=sys.stderr)
+    if outcome.incomplete:
+        print(f"\nthe study is incomplete ({len(outcome.records)} of {study.total_trials()} trials); "
+              f"continue it with: python tune/run_ablation.py {study.path} "
+              + " ".join(study.overrides + (["--smoke"] if study.smoke else []))
+              + f" --resume --out {outcome.study_dir}", file=sys.stderr)
     if outcome.tracking_uri:
         print(f"MLflow: {ui_command(outcome.tracking_uri)}")
     else:
         print("MLflow: tracking was unavailable (see the warning above); the metrics are in "
               f"{outcome.study_dir}/trials/*/metrics.jsonl")
-    return 1 if outcome.errors else 0
+    return 1 if outcome.errors or outcome.incomplete else 0
 
 
 if __name__ == "__main__":
