@@ -73,7 +73,7 @@ class RayNode:
         # `ray stop` would stop every Ray node of this user on the machine, other sessions'
         # too. Like it, but only for the process group this fixture started: SIGTERM to every
         # process of the node, SIGKILL to what is left after a grace period.
-        for sig, grace in ((signal.SIGTERM, 15), (signal.SIGKILL, 10)):
+        for sig, grace in ((signal.SIGTERM, 5), (signal.SIGKILL, 10)):
             try:
                 os.killpg(self.process.pid, sig)
             except ProcessLookupError:

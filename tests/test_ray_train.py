@@ -38,6 +38,10 @@ def tiny(tmp_path: Path, *overrides: str, name: str = "run"):
     return load_config(overrides=[*TINY, f"out_dir={tmp_path / name}", *overrides])
 
 
+def step_records(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
 def epochs_in(run: Path) -> list[int]:
     return [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()]
 
@@ -127,6 +131,17 @@ class WithoutGradientAllReduce:
         trainer.model = trainer.step  # the DDP wrapper is bypassed
 
 
+def test_one_worker_reproduces_the_in_process_run_bit_for_bit(tmp_path, ray_connected):
+    """Same config and threads: Ray Train with one worker (DDP over one rank) changes nothing."""
+    common = ["method.name=mixup", "data.limit_train=128", "data.limit_test=64"]
+    train(tiny(tmp_path, *common, name="in-process"), quiet=True)
+    train_with_ray(tiny(tmp_path, *common, "train.workers=1", name="one-worker"), quiet=True)
+    keys = ("epoch", "loss", "lr", "top1")
+    ref = [{k: r[k] for k in keys} for r in step_records(tmp_path / "in-process")]
+    got = [{k: r[k] for k in keys} for r in step_records(tmp_path / "one-worker")]
+    assert got == ref and len(ref) == 2
+
+
 # One step per epoch (32 images, batch 32), so each epoch's loss is one step's loss (rank mean).
 # Vanilla, so that nothing is drawn per rank (mixing methods draw partners within each rank's
 # shard, as every DDP mixup does). Tolerance 1e-2 relative: BatchNorm normalises over each rank's
@@ -134,10 +149,6 @@ class WithoutGradientAllReduce:
 # 4e-3 over the first 4 steps, while dropping the gradient all-reduce costs 3e-2 from step 2 on.
 STEPS = ["method.name=vanilla", "data.limit_train=32", "train.epochs=4"]
 STEP_TOLERANCE = 1e-2
-
-
-def step_records(run: Path) -> list[dict]:
-    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
 def test_two_workers_take_the_same_steps_as_one_process(tmp_path, ray_connected):
