@@ -3,7 +3,7 @@
 # changes).
 
 # The main job of `make run`, run with .venv/bin first on PATH.
-MAIN_JOB = adautomix train data.name=digits model.arch=resnet18 model.width=0.25 method.name=mixup train.epochs=15 train.batch_size=64 seed=0
+MAIN_JOB = python tune/run_ablation.py
 
 PYTHON ?= python3
 VENV := .venv
