@@ -79,7 +79,7 @@ def _torch_threads(cfg: Config) -> int:
 
 
 def _worker_loop(config: dict) -> None:
-    """What each Ray Train worker runs: build the Trainer, restore, fit, report the summary."""
+    """What each Ray Train worker runs: build the Trainer, restore a checkpoint if any, fit."""
     import ray.train
     import ray.train.torch
     import torch
