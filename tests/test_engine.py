@@ -25,7 +25,7 @@ def tiny_config(out_dir: Path, **overrides) -> Config:
     return load_config(overrides={**TINY, "out_dir": str(out_dir), **overrides})
 
 
-def adautomix(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
+def adautomix(*args: str, cwd: Path, timeout: float = 900) -> subprocess.CompletedProcess:
     """Run the command line as a user would: a fresh ``python -m adautomix`` process."""
     return subprocess.run([sys.executable, "-m", "adautomix", *args], cwd=cwd, capture_output=True,
                           text=True, timeout=timeout, stdin=subprocess.DEVNULL)
@@ -222,7 +222,7 @@ def test_train_resume_continues_a_killed_run_to_the_same_result(tmp_path):
                 break
         proc.kill()  # a crash after epoch 2's line: the checkpoint holds epoch 1 or 2
     finally:
-        proc.wait(timeout=30)
+        proc.wait(timeout=120)
         proc.stdout.close()
     assert not (out / "metrics.json").exists(), "the run finished before it could be killed"
     assert torch.load(out / CHECKPOINT, weights_only=False)["epoch"] in (1, 2)
@@ -236,3 +236,17 @@ def test_train_resume_continues_a_killed_run_to_the_same_result(tmp_path):
     reference = [json.loads(line) for line in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()]
     assert [(r["loss"], r["top1"]) for r in records] == [(r["loss"], r["top1"]) for r in reference]
     assert json.loads((out / "metrics.json").read_text())["top1"] == straight["top1"]
+
+
+# -------------------------------------------------------------------------------- slow
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["vanilla", "mixup", "cutmix"])
+def test_each_method_learns_digits_in_15_epochs_at_quarter_width(tmp_path, method):
+    """The closing-note setting: ResNet-18 at width 0.25, 15 epochs, batch 64, seed 0."""
+    summary = train(load_config(overrides={
+        "data.name": "digits", "model.arch": "resnet18", "model.width": 0.25, "method.name": method,
+        "train.epochs": 15, "train.batch_size": 64, "seed": 0, "out_dir": str(tmp_path / method)}), quiet=True)
+    # measured (2-core CPU, seed 0): median of the last 10 epochs 99.2 vanilla, 98.3 mixup, 98.8 cutmix
+    assert summary["top1_median_last10"] > 90
