@@ -295,12 +295,17 @@ def mlflow_server(tmp_path):
     else:
         pytest.fail("mlflow server did not start:\n" + (tmp_path / "server.log").read_text())
     yield url
+    # the server's process group (its own session): the server and its job-queue consumers
     os.killpg(proc.pid, signal.SIGTERM)
     try:
-        proc.wait(timeout=30)
+        proc.wait(timeout=5)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
+        pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # consumers that outlived the server
+    except ProcessLookupError:
+        pass
+    proc.wait(timeout=10)
     log.close()
 
 
