@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from datasets import write_cifar10, write_cifar100, write_imagefolder
+from tiny_data import write_cifar10, write_cifar100, write_imagefolder
 
 from adautomix.config import load_config
 from adautomix.data import (

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from datasets import write_cifar100, write_imagefolder
+from tiny_data import write_cifar100, write_imagefolder
 
 from adautomix.cli import main as cli_main
 from adautomix.config import Config, ConfigError, from_dict, load_config

@@ -7,7 +7,7 @@
   the release was.
 - imagefolder: ``root/{train,val}/<class>/*.png``.
 
-Imported by the test modules as ``from datasets import ...`` (pytest puts ``tests/`` on sys.path).
+Imported by the test modules as ``from tiny_data import ...`` (pytest puts ``tests/`` on sys.path).
 """
 from __future__ import annotations
 
