@@ -13,14 +13,14 @@ USAGE_ERROR = 2
 
 
 def _train(args: argparse.Namespace) -> int:
-    from .data import DataError
+    from .data.datasets import DataError
     from .engine import RunExistsError, train
 
     overrides = list(args.overrides) + (["train.resume=true"] if args.resume else [])
     try:
         cfg = load_config(args.config, overrides)
         if cfg.train.workers > 0:
-            from .ray_train import RayTrainError, train_with_ray
+            from .platform.ray_train import RayTrainError, train_with_ray
 
             try:
                 train_with_ray(cfg, address=args.address)

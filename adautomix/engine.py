@@ -24,10 +24,10 @@ import torch.nn as nn
 import yaml
 
 from .config import Config, ConfigError, to_dict
-from .data import build_loaders
+from .data.datasets import build_loaders
 from .metrics import ProgressPrinter, top1_counts
-from .mixing import MixStep
-from .models import build_classifier
+from .methods.mixing import MixStep
+from .models.cifar_resnet import build_classifier
 
 CHECKPOINT = "checkpoints/last.pt"
 
@@ -50,7 +50,7 @@ def build_step(cfg: Config, num_classes: int) -> nn.Module:
     """The step module of ``cfg.method`` around a fresh classifier."""
     m = cfg.method
     if m.name == "adautomix":
-        from .adautomix_step import AdAutoMixStep
+        from .methods.adautomix import AdAutoMixStep
 
         classifier = build_classifier(cfg.model.arch, cfg.model.width, num_classes, heads=("one", "mix"))
         return AdAutoMixStep.from_config(classifier, m)

@@ -24,7 +24,7 @@ import pytest
 import yaml
 
 from adautomix.config import Config, flatten, load_config, to_dict
-from adautomix.study import StudyError, format_value, load_study
+from adautomix.platform.study import StudyError, format_value, load_study
 
 from conftest import REPO, cluster_env
 
@@ -224,7 +224,7 @@ def test_override_of_a_swept_key_is_refused(tmp_path):
 # ------------------------------------------------------------------------------ tracking
 def test_dead_tracking_server_never_stops_training(tmp_path, capfd):
     from adautomix.engine import train
-    from adautomix.tracking import MlflowTracker
+    from adautomix.platform.tracking import MlflowTracker
 
     uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     cfg = load_config(overrides={**flatten(TINY_BASE), "method.name": "mixup",
@@ -240,7 +240,7 @@ def test_dead_tracking_server_never_stops_training(tmp_path, capfd):
 def test_tracker_is_picklable_without_its_client(tmp_path):
     import pickle
 
-    from adautomix.tracking import MlflowTracker, resolve_tracking_uri
+    from adautomix.platform.tracking import MlflowTracker, resolve_tracking_uri
 
     uri = resolve_tracking_uri(f"sqlite:///{tmp_path / 'm.db'}")
     tracker = MlflowTracker(uri, "abc")

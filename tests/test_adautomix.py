@@ -8,11 +8,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from adautomix.adautomix_step import AdAutoMixStep
+from adautomix.methods.adautomix import AdAutoMixStep
 from adautomix.config import ConfigError, load_config
-from adautomix.generator import MixGenerator, load_openmixup_generator
-from adautomix.models import build_classifier
-from adautomix.teacher import EMATeacher, ema_momentum
+from adautomix.methods.generator import MixGenerator, load_openmixup_generator
+from adautomix.models.cifar_resnet import build_classifier
+from adautomix.methods.teacher import EMATeacher, ema_momentum
 
 
 def make_step(**kwargs) -> AdAutoMixStep:

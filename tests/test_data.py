@@ -1,4 +1,4 @@
-"""Specifications of the data sets and the batch augmentation (adautomix.data)."""
+"""Specifications of the data sets and the batch augmentation (adautomix.data.datasets)."""
 from __future__ import annotations
 
 import pickle
@@ -11,7 +11,7 @@ import torch
 from tiny_data import write_cifar10, write_cifar100, write_imagefolder
 
 from adautomix.config import load_config
-from adautomix.data import (
+from adautomix.data.datasets import (
     DataError,
     build_loaders,
     imagefolder_classes,

@@ -1,4 +1,4 @@
-"""Specifications of the hand-crafted mixing methods and the mixed cross-entropy (adautomix.mixing)."""
+"""Specifications of the hand-crafted mixing methods and the mixed cross-entropy (adautomix.methods.mixing)."""
 from __future__ import annotations
 
 import pytest
@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from adautomix.config import load_config
-from adautomix.mixing import (
+from adautomix.methods.mixing import (
     MIX_FUNCTIONS,
     MixStep,
     Targets,
@@ -16,7 +16,7 @@ from adautomix.mixing import (
     sample_beta,
     vanilla,
 )
-from adautomix.models import build_classifier
+from adautomix.models.cifar_resnet import build_classifier
 
 B, C, H, W = 16, 3, 32, 32
 

@@ -19,9 +19,9 @@ import pytest
 import torch
 
 from adautomix.config import ConfigError, load_config
-from adautomix.data import build_loaders
+from adautomix.data.datasets import build_loaders
 from adautomix.engine import train
-from adautomix.ray_train import RayTrainError, train_with_ray
+from adautomix.platform.ray_train import RayTrainError, train_with_ray
 
 from conftest import REPO, cluster_env
 

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run from a checkout without installing the package
     sys.path.insert(0, str(ROOT))
 
-from adautomix.study import StudyError, describe, load_study  # noqa: E402
+from adautomix.platform.study import StudyError, describe, load_study  # noqa: E402
 
 DEFAULT_STUDY = ROOT / "ablations" / "default.yaml"
 USAGE_ERROR = 2
@@ -73,8 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         print(describe(study))
         return 0
 
-    from adautomix.ablation import run_study
-    from adautomix.tracking import ui_command
+    from adautomix.platform.ablation import run_study
+    from adautomix.platform.tracking import ui_command
 
     start = time.perf_counter()
     try:

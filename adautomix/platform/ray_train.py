@@ -1,7 +1,7 @@
 """Ray Train: the engine's ``Trainer`` on N data-parallel workers (Ray Train V2 ``TorchTrainer``).
 
 Each worker builds the same ``Trainer`` as the in-process path, with its rank, its shard of every
-global batch (``data.py``) and the step module wrapped in DistributedDataParallel, so the
+global batch (``data/datasets.py``) and the step module wrapped in DistributedDataParallel, so the
 gradients of everything that learns (classifier, and AdAutoMix's generator) are all-reduced in
 the one backward of each step. The EMA teacher is updated from identical classifier weights on
 every rank, so it stays identical without being broadcast. Only rank 0 writes the run directory.
@@ -29,9 +29,9 @@ import shutil
 import time
 from pathlib import Path
 
-from .config import Config, ConfigError, from_dict, to_dict
-from .data import DataError
-from .engine import CHECKPOINT, Trainer, check_run_dir, summarize, write_config
+from ..config import Config, ConfigError, from_dict, to_dict
+from ..data.datasets import DataError
+from ..engine import CHECKPOINT, Trainer, check_run_dir, summarize, write_config
 
 # Ray Train's own checkpoint storage for one launch, inside the run directory; removed when the
 # launch ends because it only duplicates checkpoints/last.pt.

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from . import tracking
-from .config import flatten, load_config, to_dict
+from ..config import flatten, load_config, to_dict
 from .study import Study, StudyError, Trial, format_value, short_key
 
 STATE = "state.json"
@@ -119,7 +119,7 @@ def _train(cfg, callbacks: list) -> dict:
         from .ray_train import train_with_ray
 
         return train_with_ray(cfg, callbacks=callbacks, quiet=True)
-    from .engine import train
+    from ..engine import train
 
     return train(cfg, callbacks=callbacks, quiet=True)
 

@@ -36,7 +36,7 @@ from typing import Any
 
 import yaml
 
-from .config import Config, ConfigError, flatten, load_config, to_dict
+from ..config import Config, ConfigError, flatten, load_config, to_dict
 
 SEARCHERS = ("grid", "tpe")
 MODES = ("max", "min")

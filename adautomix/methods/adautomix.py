@@ -17,7 +17,7 @@ from torch.func import functional_call
 
 from .generator import MixGenerator
 from .mixing import Targets, mixed_cross_entropy
-from .models import Classifier
+from ..models.cifar_resnet import Classifier
 from .teacher import EMATeacher
 
 

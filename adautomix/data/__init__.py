@@ -1,0 +1,1 @@
+"""Data sets (local folders only, never downloaded) and batch loaders."""
