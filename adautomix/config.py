@@ -17,15 +17,15 @@ from typing import Any
 
 import yaml
 
+from .methods.registry import METHODS
+
 DATASETS = ("digits", "cifar10", "cifar100", "imagefolder")
 ARCHS = ("resnet18", "resnet34", "resnet50", "resnext50")
-METHODS = ("vanilla", "mixup", "cutmix", "adautomix")
 OPTIMIZERS = ("sgd", "adamw")
 UPSAMPLE = ("bilinear", "nearest")
+LAM_MARGIN_RULES = ("authors", "openmixup")
+EMA_SCHEDULES = ("scaled", "published")
 DEVICES = ("auto", "cpu", "cuda")
-
-# Beta(λ, λ) parameter per method when the user gives none: the paper's Table 1 settings.
-DEFAULT_MIX_LAMBDA = {"vanilla": 0.0, "mixup": 1.0, "cutmix": 0.2, "adautomix": 1.0}
 
 
 class ConfigError(ValueError):
@@ -46,11 +46,12 @@ class DataConfig:
 class ModelConfig:
     arch: str = "resnet18"  # one of ARCHS (CIFAR stem: 3x3 conv, stride 1, no max-pool)
     width: float = 1.0  # channel multiplier; 0.25 makes ResNet-18 16x cheaper
+    zero_init_residual: bool = True  # last BatchNorm γ of each residual block starts at 0 (OpenMixup)
 
 
 @dataclass
 class MethodConfig:
-    name: str = "vanilla"  # one of METHODS
+    name: str = "vanilla"  # a registered method (methods/registry.py)
     mix_lambda: float | None = None  # λ: Beta(λ, λ) parameter; None = the method's default
     # AdAutoMix (SPEC.md; defaults = the published CIFAR configs)
     n_mix: int = 3  # N: images mixed per sample
@@ -63,11 +64,12 @@ class MethodConfig:
     adversarial: bool = True  # alternate adversarial / cooperative generator steps
     lam_concat: bool = False  # feed λ_i to the generator as an extra channel (the paper's variant)
     lam_margin: float = 0.03  # λ_1 outside [margin, 1-margin] -> plain mixup in the classifier branch
-    lam_margin_published: bool = False  # N>2: the published code's condition (almost always mixup)
+    lam_margin_rule: str = "authors"  # one of LAM_MARGIN_RULES: whose plain-mixup condition
     random_n: bool = False  # draw N uniformly from 2..n_mix each step
     upsample: str = "bilinear"  # mask upsampling, one of UPSAMPLE
-    momentum: float = 0.999  # EMA momentum at the start
-    momentum_end: float = 0.999999  # EMA momentum at the last iteration
+    ema_schedule: str = "scaled"  # one of EMA_SCHEDULES: "scaled" to the run's length, or "published"
+    momentum: float | None = None  # EMA momentum at the start; None = from ema_schedule
+    momentum_end: float | None = None  # EMA momentum at the last iteration; None = from ema_schedule
     momentum_warmup: float = 0.1  # fraction of iterations at the start momentum
     vis_every: int = 0  # write a mixed-sample PNG every K epochs (and at the end); 0 = end only
 
@@ -205,15 +207,23 @@ def validate(cfg: Config) -> Config:
     _check(0 < m.width <= 4, "model.width", m.width, "0 < width <= 4")
     _check(mt.name in METHODS, "method.name", mt.name, f"one of {', '.join(METHODS)}")
     if mt.mix_lambda is None:
-        mt.mix_lambda = DEFAULT_MIX_LAMBDA[mt.name]
-    _check(mt.name == "vanilla" or mt.mix_lambda > 0, "method.mix_lambda", mt.mix_lambda, "> 0")
+        mt.mix_lambda = METHODS[mt.name].mix_lambda
+    _check(METHODS[mt.name].mix_lambda == 0 or mt.mix_lambda > 0, "method.mix_lambda", mt.mix_lambda, "> 0")
     _check(mt.n_mix >= 2, "method.n_mix", mt.n_mix, ">= 2 (N images are mixed)")
     _check(0 <= mt.alpha <= 1, "method.alpha", mt.alpha, "0 <= alpha <= 1")
     _check(0 <= mt.beta <= 1, "method.beta", mt.beta, "0 <= beta <= 1")
     _check(0 <= mt.lam_margin < 0.5, "method.lam_margin", mt.lam_margin, "0 <= margin < 0.5")
     _check(mt.upsample in UPSAMPLE, "method.upsample", mt.upsample, f"one of {', '.join(UPSAMPLE)}")
-    _check(0 < mt.momentum <= mt.momentum_end <= 1, "method.momentum", mt.momentum,
-           "0 < momentum <= momentum_end <= 1")
+    _check(mt.lam_margin_rule in LAM_MARGIN_RULES, "method.lam_margin_rule", mt.lam_margin_rule,
+           f"one of {', '.join(LAM_MARGIN_RULES)}")
+    _check(mt.ema_schedule in EMA_SCHEDULES, "method.ema_schedule", mt.ema_schedule,
+           f"one of {', '.join(EMA_SCHEDULES)}")
+    for key in ("momentum", "momentum_end"):
+        value = getattr(mt, key)
+        _check(value is None or 0 <= value <= 1, f"method.{key}", value, "0 <= momentum <= 1, or null")
+    if mt.momentum is not None and mt.momentum_end is not None:
+        _check(mt.momentum <= mt.momentum_end, "method.momentum_end", mt.momentum_end,
+               f">= method.momentum ({mt.momentum})")
     _check(0 <= mt.momentum_warmup <= 1, "method.momentum_warmup", mt.momentum_warmup, "0..1")
     _check(mt.vis_every >= 0, "method.vis_every", mt.vis_every, ">= 0")
     _check(t.epochs >= 1, "train.epochs", t.epochs, ">= 1")

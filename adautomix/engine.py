@@ -26,8 +26,8 @@ import yaml
 from .config import Config, ConfigError, to_dict
 from .data.datasets import build_loaders
 from .metrics import ProgressPrinter, top1_counts
-from .methods.mixing import MixStep
-from .models.cifar_resnet import build_classifier
+from .methods.registry import METHODS
+from .methods.teacher import PUBLISHED_ITERATIONS, PUBLISHED_MOMENTUM, scaled_schedule
 
 CHECKPOINT = "checkpoints/last.pt"
 
@@ -47,15 +47,26 @@ def select_device(cfg: Config) -> torch.device:
 
 
 def build_step(cfg: Config, num_classes: int) -> nn.Module:
-    """The step module of ``cfg.method`` around a fresh classifier."""
-    m = cfg.method
-    if m.name == "adautomix":
-        from .methods.adautomix import AdAutoMixStep
+    """The step module of ``cfg.method`` around a fresh classifier (see ``methods.registry``)."""
+    return METHODS[cfg.method.name].build(cfg, num_classes)
 
-        classifier = build_classifier(cfg.model.arch, cfg.model.width, num_classes, heads=("one", "mix"))
-        return AdAutoMixStep.from_config(classifier, m)
-    classifier = build_classifier(cfg.model.arch, cfg.model.width, num_classes)
-    return MixStep(classifier, m.name, m.mix_lambda)
+
+def resolve_schedules(cfg: Config, total_iterations: int) -> list[str]:
+    """Fill the settings that depend on the run's length (the EMA teacher's momentum schedule)
+    into ``cfg``; returns one line per value resolved, printed at the start of training."""
+    m = cfg.method
+    if "teacher" not in METHODS[m.name].needs or (m.momentum is not None and m.momentum_end is not None):
+        return []
+    start, end = scaled_schedule(total_iterations, m.ema_schedule)
+    how = ("the published schedule" if (start, end) == PUBLISHED_MOMENTUM else
+           f"scaled to {total_iterations} iterations: the published 0.999 -> 0.999999 is made "
+           f"for runs of >= {PUBLISHED_ITERATIONS} (method.ema_schedule=published keeps it)")
+    m.momentum = start if m.momentum is None else m.momentum
+    m.momentum_end = max(end, m.momentum) if m.momentum_end is None else m.momentum_end
+    if m.momentum > m.momentum_end:
+        raise ConfigError(f"method.momentum={m.momentum} is not allowed: it must not exceed "
+                          f"method.momentum_end ({m.momentum_end})")
+    return [f"EMA teacher momentum {m.momentum:.6g} -> {m.momentum_end:.6g} ({how})"]
 
 
 def build_optimizer(cfg: Config, params) -> torch.optim.Optimizer:
@@ -134,14 +145,15 @@ class Trainer:
         self.device = device or select_device(cfg)
         torch.manual_seed(cfg.seed)
         self.train_loader, self.test_loader, self.spec = build_loaders(cfg, self.device, rank, world_size)
+        self.iters_per_epoch = len(self.train_loader)
+        self.total_iterations = cfg.train.epochs * self.iters_per_epoch
+        self.notes = resolve_schedules(cfg, self.total_iterations)
         self.step = build_step(cfg, self.spec.num_classes).to(self.device)
         if cfg.train.sync_bn and world_size > 1:
             self.step = nn.SyncBatchNorm.convert_sync_batchnorm(self.step)
         self.model = wrap(self.step) if wrap else self.step
         params = [p for p in self.step.parameters() if p.requires_grad]
         self.optimizer = build_optimizer(cfg, params)
-        self.iters_per_epoch = len(self.train_loader)
-        self.total_iterations = cfg.train.epochs * self.iters_per_epoch
         t = cfg.train
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, WarmupCosine(self.total_iterations, t.warmup_epochs * self.iters_per_epoch,
@@ -228,7 +240,9 @@ class Trainer:
         if resume_from is not None:
             self.load_checkpoint(resume_from)
         if self.rank == 0:
-            self.out.mkdir(parents=True, exist_ok=True)
+            write_config(self.cfg)  # with the values resolved from the run's length
+            for note in self.notes:
+                self.progress.note(note)
             # lines after the checkpoint's epoch belong to work that is about to be redone
             (self.out / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in self.history))
         headline = self.step.headline
@@ -297,5 +311,4 @@ def train(cfg: Config, callbacks: list | None = None, quiet: bool = False) -> di
     """Train ``cfg`` in this process (``train.workers == 0``) and return the summary."""
     out = check_run_dir(cfg)
     trainer = Trainer(cfg, callbacks=callbacks, quiet=quiet)  # reads the data: errors stop here
-    write_config(cfg)
     return trainer.fit(resume_from=out / CHECKPOINT if cfg.train.resume else None)

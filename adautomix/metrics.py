@@ -26,6 +26,10 @@ class ProgressPrinter:
         self.start = time.perf_counter()
         self.first_epoch: int | None = None
 
+    def note(self, line: str) -> None:
+        if self.enabled:
+            print(line, file=self.stream, flush=True)
+
     def epoch(self, record: dict) -> None:
         if not self.enabled:
             return

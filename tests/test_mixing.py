@@ -134,7 +134,7 @@ def test_default_beta_parameters_follow_the_paper_mixup_1_cutmix_0_2():
 
 @pytest.mark.parametrize("method", ["vanilla", "mixup", "cutmix"])
 def test_mix_step_gives_a_differentiable_loss_and_one_evaluated_head(method):
-    step = MixStep(build_classifier("resnet18", 0.125, 10), method, mix_lambda=1.0)
+    step = MixStep(build_classifier("resnet18", 0.125, 10), MIX_FUNCTIONS[method], {"mix_lambda": 1.0})
     x, y = torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,))
     loss, parts = step(x, y)
     loss.backward()

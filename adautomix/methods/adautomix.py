@@ -5,10 +5,15 @@ follow the authors' published CIFAR configs (OpenMixup add-on).
 
 ``forward(x, y)`` returns ``(L_cls + L_gen, parts)``: one forward per backward, so DDP can wrap
 the module. The teacher runs on the clean batch once; that pass gives both the generator's input
-features and the teacher's logits on every source image of the cosine term. ``after_step`` does
-the EMA update after the optimizer step.
+features and the teacher's logits on every source image of the cosine term, and its BatchNorm
+statistics are replayed so that the teacher's running statistics follow the published sequence
+(clean, generated mix, then N clean updates per step). The classifier's passes run in the
+published order (clean, linear mix, generated mix). ``after_step`` does the EMA update after the
+optimizer step.
 """
 from __future__ import annotations
+
+import contextlib
 
 import torch
 import torch.nn as nn
@@ -18,7 +23,7 @@ from torch.func import functional_call
 from .generator import MixGenerator
 from .mixing import Targets, mixed_cross_entropy
 from ..models.cifar_resnet import Classifier
-from .teacher import EMATeacher
+from .teacher import BatchNormRecorder, EMATeacher
 
 
 class AdAutoMixStep(nn.Module):
@@ -34,9 +39,11 @@ class AdAutoMixStep(nn.Module):
         use_ce, use_mce, use_cos, use_ema: the module toggles of the paper's ablation.
         adversarial: alternate adversarial (even iterations) and cooperative steps; off = all
             cooperative (AutoMix-like).
-        lam_margin: λ_1 outside [margin, 1-margin] -> plain mixup masks in the classifier branch.
-        lam_margin_published: for N > 2, use the published code's condition
-            (λ_1 <= margin or margin < 1-λ_1), which holds for almost every draw.
+        lam_margin: λ_1 near 0 or 1 -> plain mixup masks in the classifier branch.
+        lam_margin_rule: ``"authors"``: the authors' repository (λ_1 <= margin or λ_1 >= 1-margin
+            for N = 2, λ_1 <= margin or λ_1 > 1-margin for N > 2); ``"openmixup"``: OpenMixup's
+            later copy, whose N > 2 test is λ_1 <= margin or margin < 1-λ_1 (true for almost
+            every draw, so its classifier branch is almost always plain mixup).
         momentum, momentum_end, momentum_warmup: the EMA schedule (``teacher.ema_momentum``).
     """
 
@@ -44,7 +51,7 @@ class AdAutoMixStep(nn.Module):
                  alpha: float = 0.5, beta: float = 0.3, mix_lambda: float = 1.0,
                  use_ce: bool = True, use_mce: bool = True, use_cos: bool = True,
                  use_ema: bool = True, adversarial: bool = True, lam_margin: float = 0.03,
-                 lam_margin_published: bool = False, random_n: bool = False,
+                 lam_margin_rule: str = "authors", random_n: bool = False,
                  momentum: float = 0.999, momentum_end: float = 0.999999, momentum_warmup: float = 0.1):
         super().__init__()
         self.classifier, self.generator = classifier, generator
@@ -53,20 +60,20 @@ class AdAutoMixStep(nn.Module):
         self.alpha = alpha  # α
         self.beta = beta  # β
         self.use_ce, self.use_mce, self.use_cos, self.adversarial = use_ce, use_mce, use_cos, adversarial
-        self.lam_margin, self.lam_margin_published = lam_margin, lam_margin_published
+        self.lam_margin, self.lam_margin_rule = lam_margin, lam_margin_rule
         self.headline = "one_k" if use_ema else "one_q"  # the paper reports the teacher's one-hot head
         self.rng = torch.Generator()  # set by the engine each epoch
         self.iteration = 0  # set by the engine before each forward; drives the alternation
 
     @classmethod
     def from_config(cls, classifier: Classifier, m) -> "AdAutoMixStep":
-        """Build from a ``MethodConfig`` (``cfg.method``)."""
+        """Build from a ``MethodConfig`` (``cfg.method``) whose momentum schedule is resolved."""
         generator = MixGenerator(classifier.backbone.stage3_channels, reduction=2,
                                  lam_concat=m.lam_concat, upsample=m.upsample, scale_factor=4)
         return cls(classifier, generator, n_mix=m.n_mix, alpha=m.alpha, beta=m.beta,
                    mix_lambda=m.mix_lambda, use_ce=m.use_ce, use_mce=m.use_mce, use_cos=m.use_cos,
                    use_ema=m.use_ema, adversarial=m.adversarial, lam_margin=m.lam_margin,
-                   lam_margin_published=m.lam_margin_published, random_n=m.random_n,
+                   lam_margin_rule=m.lam_margin_rule, random_n=m.random_n,
                    momentum=m.momentum, momentum_end=m.momentum_end, momentum_warmup=m.momentum_warmup)
 
     # ------------------------------------------------------------------ step 1-2: λ and partners
@@ -98,10 +105,12 @@ class AdAutoMixStep(nn.Module):
         return lam_g.to(device), lam_c.to(device), to(perms_g), to(perms_c)
 
     def _plain_mix_in_classifier_branch(self, lam_1: float, n: int) -> bool:
-        margin = self.lam_margin
-        if self.lam_margin_published and n > 2:
-            return lam_1 <= margin or margin < 1 - lam_1
-        return lam_1 < margin or lam_1 > 1 - margin
+        m = self.lam_margin
+        if n == 2:
+            return lam_1 <= m or lam_1 >= 1 - m
+        if self.lam_margin_rule == "openmixup":
+            return lam_1 <= m or m < 1 - lam_1
+        return lam_1 <= m or lam_1 > 1 - m
 
     # ------------------------------------------------------------------ the model G plays against
     def _frozen_backbone(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -137,7 +146,8 @@ class AdAutoMixStep(nn.Module):
         lam_g_list, lam_c_list = lam_g.tolist(), lam_c.tolist()
 
         # 3. one pass of the frozen model on the clean batch: G's input and the cosine targets
-        with torch.no_grad():
+        teacher_bn = BatchNormRecorder(self.teacher.model) if self.teacher is not None else None
+        with torch.no_grad(), teacher_bn or contextlib.nullcontext():
             feat, pooled = self._frozen_backbone(x)
             source_logits = self._frozen_mix_head(pooled)  # B x K
 
@@ -155,11 +165,11 @@ class AdAutoMixStep(nn.Module):
         targets_c = Targets(torch.stack([y[p] for p in perms_c], dim=1), lam_c.expand(b, n))
         targets_g = Targets(torch.stack([y[p] for p in perms_g], dim=1), lam_g.expand(b, n))
 
-        # 6. classifier loss: L_amce + (1-α)·L_ce + α·L_mce  (N = 2: L_amce + L_ce)
-        loss_amce = mixed_cross_entropy(self.classifier(x_mix_c, head="mix"), targets_c)
-        loss_cls = loss_amce
-        parts = {"loss_amce": loss_amce.detach()}
+        # 6. classifier loss: L_amce + (1-α)·L_ce + α·L_mce  (N = 2: L_amce + L_ce); q's passes in
+        # the published order (clean, linear mix, generated mix): it sets q's BatchNorm statistics
+        parts = {}
         mce_on = self.use_mce and n > 2  # the published code adds L_mce only when N > 2
+        loss_cls = x.new_zeros((), dtype=torch.float32)
         if self.use_ce:
             loss_ce = F.cross_entropy(self.classifier(x, head="one").float(), y)
             loss_cls = loss_cls + ((1 - self.alpha) if mce_on else 1.0) * loss_ce
@@ -169,9 +179,14 @@ class AdAutoMixStep(nn.Module):
             loss_mce = mixed_cross_entropy(self.classifier(x_linear, head="mix"), targets_c)
             loss_cls = loss_cls + self.alpha * loss_mce
             parts["loss_mce"] = loss_mce.detach()
+        loss_amce = mixed_cross_entropy(self.classifier(x_mix_c, head="mix"), targets_c)
+        loss_cls = loss_cls + loss_amce
+        parts["loss_amce"] = loss_amce.detach()
 
         # 7. generator loss through the frozen model (gradient reaches G only)
         logits_g = self._frozen_mix_head(self._frozen_backbone(x_mix_g)[1])
+        if teacher_bn is not None:
+            teacher_bn.replay(n)  # the published N teacher passes on the source batches x[π_i]
         loss_g = mixed_cross_entropy(logits_g, targets_g)
         cos = x.new_zeros((), dtype=torch.float32)
         if self.use_cos:
@@ -195,6 +210,11 @@ class AdAutoMixStep(nn.Module):
         if self.teacher is None:
             return {}
         return {"momentum": self.teacher.update(self.classifier, iteration, total_iterations)}
+
+    @property
+    def headline_model(self) -> nn.Module:
+        """The model that scores ``headline``: the teacher (or, without it, the classifier)."""
+        return self.teacher.model if self.teacher is not None else self.classifier
 
     def eval_heads(self) -> dict[str, tuple[nn.Module, str]]:
         """The four heads of the published logs: one_k, mix_k, one_q, mix_q."""

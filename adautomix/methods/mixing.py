@@ -113,20 +113,26 @@ MIX_FUNCTIONS = {"vanilla": vanilla, "mixup": mixup, "cutmix": cutmix}
 class MixStep(nn.Module):
     """One training step of a hand-crafted method: mix, classify, mixed cross-entropy.
 
+    Args:
+        classifier: the model trained (its ``one`` head).
+        mix: a mixing function ``(x, y, rng, **params) -> (x_mixed, targets)``.
+        params: its keyword arguments (``mix_lambda`` and the method's own ``method.*`` keys).
+
     ``forward(x, y)`` returns ``(loss, parts)``; the engine sets ``rng`` (a CPU generator) and
     ``iteration`` before each call.
     """
 
-    def __init__(self, classifier: nn.Module, method: str, mix_lambda: float = 1.0):
+    headline = "one"  # the head whose top-1 is the run's `top1`
+
+    def __init__(self, classifier: nn.Module, mix, params: dict):
         super().__init__()
         self.classifier = classifier
-        self.mix = MIX_FUNCTIONS[method]
-        self.mix_lambda = mix_lambda
+        self.mix, self.params = mix, params
         self.rng = torch.Generator()
         self.iteration = 0
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        x_mixed, targets = self.mix(x, y, self.rng, mix_lambda=self.mix_lambda)
+        x_mixed, targets = self.mix(x, y, self.rng, **self.params)
         loss = mixed_cross_entropy(self.classifier(x_mixed), targets)
         return loss, {"loss_ce": loss.detach()}
 
@@ -138,4 +144,7 @@ class MixStep(nn.Module):
         """Heads evaluated each epoch: name -> (model, head)."""
         return {"one": (self.classifier, "one")}
 
-    headline = "one"  # the head whose top-1 is the run's `top1`
+    @property
+    def headline_model(self) -> nn.Module:
+        """The model that scores ``headline`` (what is exported)."""
+        return self.classifier

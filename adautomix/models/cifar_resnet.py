@@ -4,7 +4,10 @@ ResNet (He et al., 2016, https://arxiv.org/abs/1512.03385) and ResNeXt (Xie et a
 https://arxiv.org/abs/1611.05431) with the CIFAR stem used by the paper: one 3x3 convolution,
 stride 1, no max-pool. ``width`` scales every stage's channels, so narrow networks can be trained
 on a laptop CPU. The backbone returns its stage-3 feature map (the mix generator's input) and its
-pooled features from one forward pass.
+pooled features from one forward pass. As in OpenMixup's ResNets (the published backbones), convs
+are initialised Kaiming (fan_out) and, with ``zero_init_residual``, the last BatchNorm γ of every
+residual block starts at 0, so each block starts as the identity (Goyal et al., 2017,
+https://arxiv.org/abs/1706.02677).
 """
 from __future__ import annotations
 
@@ -74,7 +77,7 @@ class ResNet(nn.Module):
     ``pooled: B x out_channels``.
     """
 
-    def __init__(self, arch: str = "resnet18", width: float = 1.0):
+    def __init__(self, arch: str = "resnet18", width: float = 1.0, zero_init_residual: bool = True):
         super().__init__()
         kind, blocks, groups, base_width = ARCHS[arch]
         block = BasicBlock if kind == "basic" else Bottleneck
@@ -94,6 +97,10 @@ class ResNet(nn.Module):
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
+        if zero_init_residual:
+            for m in self.modules():
+                if isinstance(m, (BasicBlock, Bottleneck)):
+                    nn.init.zeros_(m.bn2.weight if isinstance(m, BasicBlock) else m.bn3.weight)
 
     def _stage(self, block, planes: int, n: int, stride: int, groups: int, base_width: int):
         layers = []
@@ -130,5 +137,6 @@ class Classifier(nn.Module):
         return self.heads[head](self.backbone(x)[1])
 
 
-def build_classifier(arch: str, width: float, num_classes: int, heads: tuple[str, ...] = ("one",)) -> Classifier:
-    return Classifier(ResNet(arch, width), num_classes, heads)
+def build_classifier(arch: str, width: float, num_classes: int, heads: tuple[str, ...] = ("one",),
+                     zero_init_residual: bool = True) -> Classifier:
+    return Classifier(ResNet(arch, width, zero_init_residual), num_classes, heads)

@@ -92,7 +92,8 @@ class MlflowTracker:
     Args:
         tracking_uri: where the run lives (``resolve_tracking_uri`` output).
         run_id: an existing run (``start_child_run`` or ``start_run``).
-        log_model: log the final classifier with ``mlflow.pytorch.log_model`` under ``model``.
+        log_model: log the headline model (the one whose top-1 is ``top1``: AdAutoMix's EMA
+            teacher) with ``mlflow.pytorch.log_model`` under ``model``.
         out_dir: the run directory, named in the warning when tracking fails.
     """
 
@@ -128,7 +129,7 @@ class MlflowTracker:
             if path.exists():
                 self._call(f"artifact {name}", lambda c, p=path: c.log_artifact(self.run_id, str(p)))
         if self.log_model:
-            self._call("model", lambda c: self._log_model(trainer.step.classifier))
+            self._call("model", lambda c: self._log_model(trainer.step.headline_model, trainer.step.headline))
 
     # ---------------------------------------------------------------- internals
     def _call(self, what: str, fn) -> None:
@@ -142,7 +143,7 @@ class MlflowTracker:
             self.failed = True
             warn(self.tracking_uri, err, what, self._out_dir)
 
-    def _log_model(self, classifier) -> None:
+    def _log_model(self, classifier, head: str) -> None:
         import mlflow
         import mlflow.pytorch
         import torch
@@ -161,6 +162,8 @@ class MlflowTracker:
                     model, name="model", serialization_format="pickle",
                     pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
                 mlflow.set_tag(TAG_PREFIX + "model_uri", info.model_uri)
+                # which head's top-1 the logged model scores (model(x) gives that head's logits)
+                mlflow.set_tag(TAG_PREFIX + "model_head", head)
         finally:
             for lg, level in zip(quiet, levels):
                 lg.setLevel(level)
