@@ -287,7 +287,7 @@ class Trainer:
 
         x, y = next(iter(self.test_loader))
         path = self.out / "pictures" / f"mixed_epoch{self.epoch:04d}.png"
-        save_mixed_samples(self.step, x[:8], y[:8], self.spec, path)
+        save_mixed_samples(self.step, x[:6], y[:6], self.spec, path, self.epoch)
         for cb in self.callbacks:
             getattr(cb, "on_artifact", lambda p: None)(path)
 

@@ -32,6 +32,8 @@ CIFAR_LAYOUT = {
                 b"labels", 10),
     "cifar100": ("cifar-100-python", ["train"], ["test"], b"fine_labels", 100),
 }
+# the release's file of class names and its key (optional: pictures show indices without it)
+CIFAR_META = {"cifar10": ("batches.meta", b"label_names"), "cifar100": ("meta", b"fine_label_names")}
 
 
 class DataError(RuntimeError):
@@ -53,6 +55,7 @@ class DataSpec:
     std: tuple[float, float, float]
     crop_padding: int  # random-crop padding (reflect); 0 = none
     flip: bool  # random horizontal flip
+    class_names: tuple[str, ...] = ()  # for pictures; () = the class index
 
 
 # --------------------------------------------------------------------------------------------
@@ -107,6 +110,16 @@ def _unpickle(path: Path, label_key: bytes) -> tuple[np.ndarray, np.ndarray]:
     if len(data) != len(labels):
         raise DataError(f"unreadable file {path}: {len(data)} images but {len(labels)} labels")
     return data, labels
+
+
+def cifar_class_names(name: str, root: str | Path) -> tuple[str, ...]:
+    """The class names from the release's meta file, or () when it is missing or unreadable."""
+    file, key = CIFAR_META[name]
+    try:
+        with (_cifar_folder(Path(root).expanduser(), name) / file).open("rb") as fh:
+            return tuple(n.decode() for n in pickle.load(fh, encoding="bytes")[key])
+    except Exception:  # names only label pictures; training does not need them
+        return ()
 
 
 def load_cifar_split(name: str, root: str | Path) -> tuple[TensorData, TensorData]:
@@ -290,7 +303,7 @@ def build_loaders(cfg, device: torch.device, rank: int = 0, world_size: int = 1)
     if d.name == "imagefolder":
         root = Path(d.root).expanduser()
         classes = imagefolder_classes(root)
-        spec = DataSpec(len(classes), IMAGENET_MEAN, IMAGENET_STD, 0, True)
+        spec = DataSpec(len(classes), IMAGENET_MEAN, IMAGENET_STD, 0, True, tuple(classes))
         common = dict(image_size=d.image_size, device=device, seed=cfg.seed, rank=rank,
                       world_size=world_size, workers=d.loader_workers)
         return (FolderLoader(root, "train", batch_size=batch, train=True, **common),
@@ -300,10 +313,11 @@ def build_loaders(cfg, device: torch.device, rank: int = 0, world_size: int = 1)
         # digits' own statistics; no flip: a mirrored digit is another symbol
         mean = float(train.images.float().mean() / 255)
         std = float(train.images.float().std() / 255)
-        spec = DataSpec(10, (mean,) * 3, (std,) * 3, 4, False)
+        spec = DataSpec(10, (mean,) * 3, (std,) * 3, 4, False, tuple(str(i) for i in range(10)))
     else:
         train, test = load_cifar_split(d.name, d.root)
-        spec = DataSpec(CIFAR_LAYOUT[d.name][4], CIFAR_MEAN, CIFAR_STD, 4, True)
+        spec = DataSpec(CIFAR_LAYOUT[d.name][4], CIFAR_MEAN, CIFAR_STD, 4, True,
+                        cifar_class_names(d.name, d.root))
     train, test = _limit(train, d.limit_train), _limit(test, d.limit_test)
     if len(train.labels) < batch:
         raise DataError(f"{d.name}: {len(train.labels)} training images, fewer than one batch "

@@ -227,7 +227,8 @@ class AdAutoMixStep(nn.Module):
     def mixed_samples(self, x: torch.Tensor, y: torch.Tensor, seed: int = 0):
         """Sources, generator masks and mixed images for pictures (the paper's Figures 12-14).
 
-        Returns ``(sources B x N x 3 x H x W, masks B x N x H x W, mixed B x 3 x H x W, λ)``.
+        Returns ``(sources B x N x 3 x H x W, masks B x N x H x W, mixed B x 3 x H x W, λ (N),
+        labels B x N)``.
         """
         saved_rng, self.rng = self.rng, torch.Generator().manual_seed(seed)
         try:
@@ -237,4 +238,5 @@ class AdAutoMixStep(nn.Module):
         feat, _ = self._frozen_backbone(x)
         masks = self.generator([feat[p] for p in perms_g], lam_g.tolist())
         sources = torch.stack([x[p] for p in perms_g], dim=1)
-        return sources, masks, (masks.unsqueeze(2) * sources).sum(dim=1), lam_g
+        labels = torch.stack([y[p] for p in perms_g], dim=1)
+        return sources, masks, (masks.unsqueeze(2) * sources).sum(dim=1), lam_g, labels
