@@ -239,6 +239,11 @@ def test_momentum_is_flat_for_the_first_tenth_then_the_published_cosine():
         closed_form = end - (end - start) * (math.cos(math.pi * t / total) + 1) / 2
         assert ema_momentum(t, total) == pytest.approx(closed_form, abs=1e-15)
     assert ema_momentum(500, total) == pytest.approx((start + end) / 2, abs=1e-15)
+    # the flat part ends at iteration ⌊0.1·T⌋, as the published hook counts it
+    total = 1005
+    assert ema_momentum(99, total) == start
+    closed_form = end - (end - start) * (math.cos(math.pi * 100 / total) + 1) / 2
+    assert ema_momentum(100, total) == pytest.approx(closed_form, abs=1e-15) and closed_form > start
 
 
 def test_ema_schedule_is_published_for_long_runs_and_proportionally_faster_for_short_ones():
