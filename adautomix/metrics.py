@@ -37,7 +37,8 @@ class ProgressPrinter:
             self.first_epoch = record["epoch"] - 1
         done = record["epoch"] - self.first_epoch
         eta = (time.perf_counter() - self.start) / done * (self.epochs - record["epoch"])
-        heads = " ".join(f"{k[5:]} {v:5.2f}" for k, v in record.items() if k.startswith("top1_"))
+        heads = " ".join(f"{k[5:]} {v:5.2f}" for k, v in record.items()
+                         if k.startswith("top1_") and k != "top1_median_last10")
         print(f"epoch {record['epoch']:>3}/{self.epochs}  loss {record['loss']:.4f}  "
               f"lr {record['lr']:.4g}  top1[{heads}]  {record['train_img_per_s']:.0f} img/s  "
               f"eta {_clock(eta)}", file=self.stream, flush=True)

@@ -165,11 +165,11 @@ def test_train_help_lists_the_keys_with_their_defaults(capsys):
 
 @pytest.fixture(scope="module")
 def digits_run(tmp_path_factory):
-    """``adautomix train`` on all of digits: 1/8-width ResNet-18, 3 epochs, batch 32."""
+    """``adautomix train`` on all of digits: 1/8-width ResNet-18, 5 epochs, batch 32."""
     cwd = tmp_path_factory.mktemp("digits")
     out = cwd / "run"
     result = adautomix("train", "data.name=digits", "model.arch=resnet18", "model.width=0.125",
-                       "method.name=vanilla", "train.epochs=3", "train.batch_size=32", "train.threads=1",
+                       "method.name=vanilla", "train.epochs=5", "train.batch_size=32", "train.threads=1",
                        "seed=0", f"out_dir={out}", cwd=cwd)
     return result, out
 
@@ -178,7 +178,8 @@ def test_train_on_digits_reaches_a_top1_far_above_chance(digits_run):
     result, out = digits_run
     assert result.returncode == 0, result.stderr
     summary = json.loads((out / "metrics.json").read_text())
-    # measured on a 2-core CPU: 98.1 % (seeds 1, 2: 97.5, 95.6); chance is 10 %
+    # measured on a 2-core CPU with the default zero_init_residual: 90.0 % (seed 1: 94.4); at 3
+    # epochs a zero-initialised residual path is still slow to start (49 %); chance is 10 %
     assert summary["top1"] > 80
     assert summary["heads"] == {"one": summary["top1"]}
 
@@ -188,16 +189,16 @@ def test_train_writes_config_metrics_per_epoch_lines_and_a_checkpoint(digits_run
     assert result.returncode == 0, result.stderr
     summary = json.loads((out / "metrics.json").read_text())
     assert set(summary) >= SUMMARY_KEYS
-    assert summary["epochs_done"] == 3 and summary["train_img_per_s"] > 0
+    assert summary["epochs_done"] == 5 and summary["train_img_per_s"] > 0
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [r["epoch"] for r in records] == [1, 2, 3]
+    assert [r["epoch"] for r in records] == [1, 2, 3, 4, 5]
     assert summary["top1"] == records[-1]["top1"]
-    assert summary["top1_median_last10"] == sorted(r["top1"] for r in records)[1]
+    assert summary["top1_median_last10"] == sorted(r["top1"] for r in records)[2]
     config = from_dict(yaml.safe_load((out / "config.yaml").read_text()))
-    assert (config.method.name, config.train.epochs, config.model.width) == ("vanilla", 3, 0.125)
-    assert torch.load(out / CHECKPOINT, weights_only=False)["epoch"] == 3
+    assert (config.method.name, config.train.epochs, config.model.width) == ("vanilla", 5, 0.125)
+    assert torch.load(out / CHECKPOINT, weights_only=False)["epoch"] == 5
     progress = [line for line in result.stdout.splitlines() if line.startswith("epoch")]
-    assert len(progress) == 3
+    assert len(progress) == 5
     assert all(word in progress[-1] for word in ("loss", "lr", "top1", "img/s", "eta"))
 
 
