@@ -30,6 +30,7 @@ from adautomix.methods.puzzlemix import (
     input_saliency,
     mask_energy_terms,
     puzzlemix,
+    transport_blocks,
     transport_cost,
 )
 from adautomix.models.cifar_resnet import build_classifier
@@ -41,10 +42,13 @@ DEFAULTS = dict(mix_lambda=1.0, block_num_min=2, block_num_max=16, mix_levels=3,
 
 
 def batch(seed: int = 0, size: int = B):
-    """Images with distinct values everywhere (so every block is unique) and a random saliency."""
+    """Images with distinct values everywhere (so every block is unique) and a random saliency
+    with a few strong peaks (so that the transport has salient blocks to move)."""
     g = torch.Generator().manual_seed(seed)
-    return (torch.rand(size, C, H, W, generator=g), torch.arange(size),
-            torch.rand(size, H, W, generator=g) ** 4)
+    saliency = torch.rand(size, H * W, generator=g) ** 4
+    peaks = torch.randint(0, H * W, (size, 3), generator=g)
+    saliency.scatter_(1, peaks, 100.0)
+    return torch.rand(size, C, H, W, generator=g), torch.arange(size), saliency.view(size, H, W)
 
 
 def tiles(image: torch.Tensor, size: int) -> list[torch.Tensor]:
@@ -126,7 +130,8 @@ def energies(masks: np.ndarray, unary, pair, n) -> np.ndarray:
 def test_with_two_levels_the_graph_cut_finds_the_minimum_of_the_paper_energy(n, seed):
     """Two levels make the graph cut exact: its mask's energy is the least over all 2^(n²) masks."""
     g = torch.Generator().manual_seed(seed)
-    x_pix, p_pix = torch.rand(2, C, H, W, generator=g)
+    # images constant on the 4 x 4 cells the data term compares, so that its jumps are large
+    x_pix, p_pix = torch.rand(2, C, H // 4, W // 4, generator=g).repeat_interleave(4, -2).repeat_interleave(4, -1)
     s_x, s_p = torch.rand(2, n, n, generator=g) ** 3
     s_x, s_p = s_x / s_x.sum(), s_p / s_p.sum()
     lam = float(torch.rand(1, generator=g))
@@ -140,6 +145,14 @@ def test_with_two_levels_the_graph_cut_finds_the_minimum_of_the_paper_energy(n, 
     all_energies = energies(every, unary, pair, n)
     got = energies(mask[None], unary, pair, n)[0]
     assert got == pytest.approx(all_energies.min(), abs=1e-4)
+    # the solver's form of the energy differs from the paper's by a constant only
+    z = torch.from_numpy(every).double()
+    solver_form = ((z * energy.unary_x[0] + (1 - z) * energy.unary_partner[0]).sum(dim=(1, 2))
+                   + (energy.edge_v[0] * (z[:, 1:] - z[:, :-1]) ** 2).sum(dim=(1, 2))
+                   + (energy.edge_h[0] * (z[:, :, 1:] - z[:, :, :-1]) ** 2).sum(dim=(1, 2))
+                   + torch.from_numpy(energy.prior[(1 - every).reshape(len(every), -1)].sum(1)))
+    offset = solver_form.numpy() - all_energies
+    assert np.ptp(offset) < 1e-6
 
 
 def test_without_transport_a_concentrated_saliency_keeps_its_region():
@@ -193,8 +206,21 @@ def test_transport_brings_a_hidden_salient_block_to_where_the_mask_shows_its_sou
     saliency = saliency / saliency.sum()
     cost = transport_cost(saliency.flatten(1), shown.flatten(1), cost_weight=0.8)
     sources = assign_paper(cost, n) if solver == "paper" else assign_exact(cost)
+    assert sorted(sources[0].tolist()) == list(range(n * n))
     position = sources[0].tolist().index(1 * n + 3)  # where block (1, 3) went
     assert shown.flatten()[position]
+
+
+def test_transport_blocks_puts_the_chosen_block_at_each_position():
+    x, _, _ = batch(0, size=2)
+    side, n = 8, 4
+    sources = torch.stack([torch.randperm(n * n, generator=torch.Generator().manual_seed(s)) for s in (0, 1)])
+    moved = transport_blocks(x, sources, side)
+    for b in range(2):
+        for j in range(n * n):
+            i = int(sources[b, j])
+            r, c, sr, sc = (j // n) * side, (j % n) * side, (i // n) * side, (i % n) * side
+            assert torch.equal(moved[b, :, r:r + side, c:c + side], x[b, :, sr:sr + side, sc:sc + side])
 
 
 def test_exact_transport_is_the_cheapest_permutation():
@@ -296,6 +322,7 @@ def test_the_saliency_pass_under_ddp_starts_no_all_reduce_and_one_backward_gives
         ddp.register_comm_hook(calls, counting_hook)
         loss, _ = ddp(x, y)
         assert calls == []  # the saliency pass inside forward reduced nothing
+        assert all(p.grad is None for p in ddp.parameters())  # nor wrote any parameter gradient
         loss.backward()
         assert len(calls) >= 1 and len(calls) == len(set(calls))  # each bucket once
         for (name, p), q in zip(plain.named_parameters(), ddp.module.parameters()):
