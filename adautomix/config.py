@@ -25,6 +25,7 @@ OPTIMIZERS = ("sgd", "adamw")
 UPSAMPLE = ("bilinear", "nearest")
 LAM_MARGIN_RULES = ("authors", "openmixup")
 EMA_SCHEDULES = ("scaled", "published")
+TRANSPORT_SOLVERS = ("paper", "exact")
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -72,6 +73,18 @@ class MethodConfig:
     momentum_end: float | None = None  # EMA momentum at the last iteration; None = from ema_schedule
     momentum_warmup: float = 0.1  # fraction of iterations at the start momentum
     vis_every: int = 0  # write a mixed-sample PNG every K epochs (and at the end); 0 = end only
+    # PuzzleMix (Kim et al., ICML 2020; defaults = the authors' published CIFAR-100 command)
+    block_num_min: int = 2  # n x n mask blocks, n drawn each step from the powers of two in [min, max]
+    block_num_max: int = 16
+    mix_levels: int = 3  # m: the mask takes the values 0, 1/(m-1), ..., 1 (released code: n_labels)
+    label_smoothness: float = 1.2  # β: penalty on mask differences between neighbouring blocks
+    data_smoothness: float = 0.5  # γ: penalty on pixel jumps across block boundaries
+    prior_weight: float = 0.2  # η: pull of the mask's mean towards λ
+    neigh_size: int = 4  # side of the pixel cells compared across block boundaries
+    transport: bool = True  # move each source's salient blocks to where the mask shows them
+    transport_weight: float = 0.8  # ξ: weight of the distance a block moves (released code: t_eps)
+    transport_size: int = 4  # block side of the transport grid in pixels; 0 = the mask's blocks
+    transport_solver: str = "paper"  # one of TRANSPORT_SOLVERS: the paper's approximation or exact
 
 
 @dataclass
@@ -226,6 +239,7 @@ def validate(cfg: Config) -> Config:
                f">= method.momentum ({mt.momentum})")
     _check(0 <= mt.momentum_warmup <= 1, "method.momentum_warmup", mt.momentum_warmup, "0..1")
     _check(mt.vis_every >= 0, "method.vis_every", mt.vis_every, ">= 0")
+    _check_puzzlemix(mt, 32 if d.name != "imagefolder" else d.image_size)
     _check(t.epochs >= 1, "train.epochs", t.epochs, ">= 1")
     _check(t.batch_size >= 2, "train.batch_size", t.batch_size, ">= 2")
     _check(t.optimizer in OPTIMIZERS, "train.optimizer", t.optimizer, f"one of {', '.join(OPTIMIZERS)}")
@@ -249,6 +263,40 @@ def validate(cfg: Config) -> Config:
     if not cfg.out_dir:
         cfg.out_dir = f"runs/{mt.name}-{d.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     return cfg
+
+
+def _is_power_of_two(n: int) -> bool:
+    return n >= 1 and n & (n - 1) == 0
+
+
+def _check_puzzlemix(mt: MethodConfig, image_size: int) -> None:
+    """PuzzleMix's keys; with ``method.name=puzzlemix``, also that every grid fits the images."""
+    for key in ("block_num_min", "block_num_max"):
+        value = getattr(mt, key)
+        _check(value >= 2 and _is_power_of_two(value), f"method.{key}", value, "a power of two >= 2")
+    _check(mt.block_num_min <= mt.block_num_max, "method.block_num_max", mt.block_num_max,
+           f">= method.block_num_min ({mt.block_num_min})")
+    _check(mt.mix_levels >= 2, "method.mix_levels", mt.mix_levels, ">= 2")
+    _check(mt.label_smoothness >= 0, "method.label_smoothness", mt.label_smoothness, ">= 0")
+    _check(0 <= mt.data_smoothness <= 1, "method.data_smoothness", mt.data_smoothness,
+           "0..1 (keeps every graph-cut edge weight >= 0)")
+    _check(mt.prior_weight >= 0, "method.prior_weight", mt.prior_weight, ">= 0")
+    _check(mt.neigh_size >= 1, "method.neigh_size", mt.neigh_size, ">= 1")
+    _check(mt.transport_weight >= 0, "method.transport_weight", mt.transport_weight, ">= 0")
+    _check(mt.transport_size >= 0, "method.transport_size", mt.transport_size, ">= 0 (0 = the mask's blocks)")
+    _check(mt.transport_solver in TRANSPORT_SOLVERS, "method.transport_solver", mt.transport_solver,
+           f"one of {', '.join(TRANSPORT_SOLVERS)}")
+    if mt.name != "puzzlemix":
+        return
+    n = mt.block_num_min
+    while n <= mt.block_num_max:
+        _check(image_size % n == 0, "method.block_num_max", mt.block_num_max,
+               f"the image side ({image_size}) must split into {n} blocks")
+        block = image_size // n
+        for key, size in (("neigh_size", mt.neigh_size), ("transport_size", mt.transport_size)):
+            _check(size == 0 or block % min(size, block) == 0, f"method.{key}", size,
+                   f"a divisor of every block side ({block} pixels for {n} x {n} blocks)")
+        n *= 2
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | dict | None = None) -> Config:

@@ -290,6 +290,22 @@ def _load_image(path: str):
         raise DataError(f"unreadable image {path} ({type(err).__name__}: {err})") from None
 
 
+def digits_normalization(train: TensorData) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Mean and std of the digits training split (in [0, 1] units), the same for each channel."""
+    images = train.images.float()
+    return (float(images.mean() / 255),) * 3, (float(images.std() / 255),) * 3
+
+
+def normalization(name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std (in [0, 1] units) that the loaders of data set ``name`` normalise
+    images with (digits: its own statistics; imagefolder: ImageNet's; CIFAR: the published ones)."""
+    if name == "digits":
+        return digits_normalization(load_digits_split()[0])
+    if name == "imagefolder":
+        return IMAGENET_MEAN, IMAGENET_STD
+    return CIFAR_MEAN, CIFAR_STD
+
+
 def _limit(data: TensorData, n: int) -> TensorData:
     return TensorData(data.images[:n], data.labels[:n]) if n else data
 
@@ -310,10 +326,8 @@ def build_loaders(cfg, device: torch.device, rank: int = 0, world_size: int = 1)
                 FolderLoader(root, "val", batch_size=batch, train=False, **common), spec)
     if d.name == "digits":
         train, test = load_digits_split()
-        # digits' own statistics; no flip: a mirrored digit is another symbol
-        mean = float(train.images.float().mean() / 255)
-        std = float(train.images.float().std() / 255)
-        spec = DataSpec(10, (mean,) * 3, (std,) * 3, 4, False, tuple(str(i) for i in range(10)))
+        # no flip: a mirrored digit is another symbol
+        spec = DataSpec(10, *digits_normalization(train), 4, False, tuple(str(i) for i in range(10)))
     else:
         train, test = load_cifar_split(d.name, d.root)
         spec = DataSpec(CIFAR_LAYOUT[d.name][4], CIFAR_MEAN, CIFAR_STD, 4, True,

@@ -35,7 +35,8 @@ class Method:
         params: the ``method.*`` keys it reads besides ``mix_lambda`` (passed to mixing
             functions as keyword arguments; listed in the docs and tracked per run).
         needs: what it needs beyond a batch: ``"teacher"`` (an EMA copy of the classifier),
-            ``"generator"`` (a learned mask generator).
+            ``"generator"`` (a learned mask generator), ``"input_gradient"`` (a saliency pass:
+            the loss's gradient with respect to the images).
     """
 
     name: str
@@ -66,6 +67,18 @@ def _adautomix(cfg: "Config", num_classes: int) -> nn.Module:
     return AdAutoMixStep.from_config(classifier, cfg.method)
 
 
+def _puzzlemix(cfg: "Config", num_classes: int) -> nn.Module:
+    from ..data.datasets import normalization
+    from ..models.cifar_resnet import build_classifier
+    from .puzzlemix import PuzzleMixStep
+
+    m = cfg.method
+    params = {"mix_lambda": m.mix_lambda, **{p: getattr(m, p) for p in METHODS[m.name].params},
+              "pixel_std": normalization(cfg.data.name)[1]}
+    return PuzzleMixStep(build_classifier(cfg.model.arch, cfg.model.width, num_classes,
+                                          zero_init_residual=cfg.model.zero_init_residual), params)
+
+
 METHODS: dict[str, Method] = {m.name: m for m in [
     Method("vanilla", "no mixing", 0.0, _hand_crafted),
     Method("mixup", "Zhang et al., ICLR 2018, https://arxiv.org/abs/1710.09412", 1.0, _hand_crafted),
@@ -75,6 +88,11 @@ METHODS: dict[str, Method] = {m.name: m for m in [
                    "lam_concat", "lam_margin", "lam_margin_rule", "random_n", "upsample",
                    "ema_schedule", "momentum", "momentum_end", "momentum_warmup"),
            needs=frozenset({"teacher", "generator"})),
+    Method("puzzlemix", "Kim et al., ICML 2020, https://arxiv.org/abs/2009.06962", 1.0, _puzzlemix,
+           params=("block_num_min", "block_num_max", "mix_levels", "label_smoothness",
+                   "data_smoothness", "prior_weight", "neigh_size", "transport", "transport_weight",
+                   "transport_size", "transport_solver"),
+           needs=frozenset({"input_gradient"})),
 ]}
 
 
