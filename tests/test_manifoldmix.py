@@ -23,6 +23,14 @@ from adautomix.engine import build_step, train
 from adautomix.methods.manifoldmix import manifold_mixup
 from adautomix.methods.mixing import mixed_cross_entropy, mixup
 from adautomix.models.cifar_resnet import build_classifier
+from adautomix.platform.ray_train import train_with_ray
+
+from test_ray_train import STEP_TOLERANCE, step_records, tiny
+
+# The callback below is defined in this module, which Ray's workers cannot import: ship by value.
+import ray.cloudpickle  # noqa: E402
+
+ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 B = 8
 
@@ -234,3 +242,41 @@ def test_cli_refuses_a_bad_layer_with_exit_code_2_and_one_line(tmp_path):
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "method.manifold_layers=[5]" in lines[0], done.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+class SaveClassifier:
+    """Each rank writes its classifier's parameters at every checkpoint (one step per epoch)."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+
+    def setup(self, trainer):
+        self.trainer = trainer
+
+    def on_checkpoint(self, epoch, path):
+        params = {k: v.detach().cpu().clone() for k, v in self.trainer.step.classifier.named_parameters()}
+        torch.save(params, self.folder / f"rank{self.trainer.rank}_epoch{epoch}.pt")
+
+
+def test_two_ray_train_workers_match_one_process_and_stay_in_step(tmp_path, ray_connected):
+    """DDP over the step module (one mixed forward per backward): each step's loss matches the
+    one-process run within the Ray Train tests' tolerance, and both ranks hold the same weights
+    after every step although each draws its own λ, π and k on its own shard."""
+    steps = ["method.name=manifoldmix", "data.limit_train=32", "train.epochs=4"]  # 1 step / epoch
+    folder = tmp_path / "params"
+    folder.mkdir()
+    train(tiny(tmp_path, *steps, name="one"), quiet=True)
+    summary = train_with_ray(tiny(tmp_path, *steps, "train.workers=2", name="two"),
+                             callbacks=[SaveClassifier(folder)], quiet=True)
+    ref, got = step_records(tmp_path / "one"), step_records(tmp_path / "two")
+    assert summary["epochs_done"] == 4 and [r["epoch"] for r in got] == [1, 2, 3, 4]
+    for a, b in zip(ref, got):
+        assert b["loss"] == pytest.approx(a["loss"], rel=STEP_TOLERANCE), (a["epoch"], a["loss"], b["loss"])
+    assert ref[0]["loss"] != ref[-1]["loss"]
+    for epoch in range(1, 5):
+        rank0 = torch.load(folder / f"rank0_epoch{epoch}.pt")
+        rank1 = torch.load(folder / f"rank1_epoch{epoch}.pt")
+        assert rank0.keys() == rank1.keys() and rank0
+        assert all(torch.equal(rank0[k], rank1[k]) for k in rank0), f"epoch {epoch}: ranks differ"
+    first, last = torch.load(folder / "rank0_epoch1.pt"), torch.load(folder / "rank0_epoch4.pt")
+    assert any(not torch.equal(first[k], last[k]) for k in first)
