@@ -27,7 +27,6 @@ import torch.nn as nn
 from .mixing import MixStep, Targets, _pair_targets, mixed_cross_entropy, sample_beta
 
 LAYERS = (0, 1, 2)  # S: the paper's CIFAR setting (0 = the input)
-STAGES = 4  # the backbone's residual stages: k may be 0..STAGES-1
 
 
 def manifold_mixup(classifier: nn.Module, x: torch.Tensor, y: torch.Tensor, rng: torch.Generator,

@@ -5,10 +5,10 @@ https://arxiv.org/abs/1611.05431) with the CIFAR stem used by the paper: one 3x3
 stride 1, no max-pool. ``width`` scales every stage's channels, so narrow networks can be trained
 on a laptop CPU. The backbone returns its stage-3 feature map (the mix generator's input) and its
 pooled features from one forward pass, and can mix its hidden states at the input of any stage
-(Manifold Mixup: ``forward(x, mix_at=k, mix_fn=...)``). As in OpenMixup's ResNets (the published backbones), convs
-are initialised Kaiming (fan_out) and, with ``zero_init_residual``, the last BatchNorm γ of every
-residual block starts at 0, so each block starts as the identity (Goyal et al., 2017,
-https://arxiv.org/abs/1706.02677).
+(Manifold Mixup: ``forward(x, mix_at=k, mix_fn=...)``). As in OpenMixup's ResNets (the published
+backbones), convs are initialised Kaiming (fan_out) and, with ``zero_init_residual``, the last
+BatchNorm γ of every residual block starts at 0, so each block starts as the identity (Goyal et
+al., 2017, https://arxiv.org/abs/1706.02677).
 """
 from __future__ import annotations
 
