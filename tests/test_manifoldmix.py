@@ -107,9 +107,9 @@ def test_the_hidden_state_entering_stage_k_plus_1_is_lambda_h_k_plus_one_minus_l
     for j in range(k):  # the stages before k ran on the clean batch
         assert torch.equal(seen[j], h[j]), j
     # the rest of the network runs on the mixed state
-    rest = mixed
-    for stage in range(k + 1, 5):
-        rest = model.backbone.stage(stage, rest)
+    bb, rest = model.backbone, mixed
+    for stage in [lambda h: bb.layer1(bb.stem(h)), bb.layer2, bb.layer3, bb.layer4][k:]:
+        rest = stage(rest)
     assert torch.allclose(logits, model.heads["one"](rest.mean(dim=(2, 3))), rtol=1e-4, atol=1e-5)
 
 
