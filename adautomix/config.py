@@ -27,6 +27,7 @@ LAM_MARGIN_RULES = ("authors", "openmixup")
 EMA_SCHEDULES = ("scaled", "published")
 TRANSPORT_SOLVERS = ("paper", "exact")
 DEVICES = ("auto", "cpu", "cuda")
+MANIFOLD_LAYERS = (0, 1, 2, 3)  # Manifold Mixup: 0 = the input, k = the output of residual stage k
 
 
 class ConfigError(ValueError):
@@ -85,6 +86,8 @@ class MethodConfig:
     transport_weight: float = 0.8  # ξ: weight of the distance a block moves (released code: t_eps)
     transport_size: int = 4  # block side of the transport grid in pixels; 0 = the mask's blocks
     transport_solver: str = "paper"  # one of TRANSPORT_SOLVERS: the paper's approximation or exact
+    # Manifold Mixup: S, the layers k mixing is drawn from (the paper's CIFAR setting: 0, 1, 2)
+    manifold_layers: list[int] = field(default_factory=lambda: [0, 1, 2])
 
 
 @dataclass
@@ -175,6 +178,11 @@ def _coerce(key: str, value: Any, typ: Any) -> Any:
     elif typ is dict:
         if isinstance(value, dict):
             return value
+    elif typing.get_origin(typ) is list:
+        (item,) = typing.get_args(typ)
+        if isinstance(value, (list, tuple)):
+            return [_coerce(f"{key}[{i}]", v, item) for i, v in enumerate(value)]
+        raise ConfigError(f"{key}: expected a list of {item.__name__}, e.g. [0, 1], got {value!r}")
     raise ConfigError(f"{key}: expected {getattr(typ, '__name__', typ)}, got {value!r}")
 
 
@@ -240,6 +248,10 @@ def validate(cfg: Config) -> Config:
     _check(0 <= mt.momentum_warmup <= 1, "method.momentum_warmup", mt.momentum_warmup, "0..1")
     _check(mt.vis_every >= 0, "method.vis_every", mt.vis_every, ">= 0")
     _check_puzzlemix(mt, 32 if d.name != "imagefolder" else d.image_size)
+    _check(bool(mt.manifold_layers) and set(mt.manifold_layers) <= set(MANIFOLD_LAYERS)
+           and len(set(mt.manifold_layers)) == len(mt.manifold_layers), "method.manifold_layers",
+           mt.manifold_layers, f"a non-empty list of distinct layers from {list(MANIFOLD_LAYERS)} "
+           "(0 = the input, k = the output of residual stage k)")
     _check(t.epochs >= 1, "train.epochs", t.epochs, ">= 1")
     _check(t.batch_size >= 2, "train.batch_size", t.batch_size, ">= 2")
     _check(t.optimizer in OPTIMIZERS, "train.optimizer", t.optimizer, f"one of {', '.join(OPTIMIZERS)}")

@@ -58,6 +58,15 @@ def _hand_crafted(cfg: "Config", num_classes: int) -> nn.Module:
                    MIX_FUNCTIONS[m.name], params)
 
 
+def _manifoldmix(cfg: "Config", num_classes: int) -> nn.Module:
+    from ..models.cifar_resnet import build_classifier
+    from .manifoldmix import ManifoldMixStep
+
+    return ManifoldMixStep(build_classifier(cfg.model.arch, cfg.model.width, num_classes,
+                                            zero_init_residual=cfg.model.zero_init_residual),
+                           cfg.method.mix_lambda, cfg.method.manifold_layers)
+
+
 def _adautomix(cfg: "Config", num_classes: int) -> nn.Module:
     from ..models.cifar_resnet import build_classifier
     from .adautomix import AdAutoMixStep
@@ -83,6 +92,8 @@ METHODS: dict[str, Method] = {m.name: m for m in [
     Method("vanilla", "no mixing", 0.0, _hand_crafted),
     Method("mixup", "Zhang et al., ICLR 2018, https://arxiv.org/abs/1710.09412", 1.0, _hand_crafted),
     Method("cutmix", "Yun et al., ICCV 2019, https://arxiv.org/abs/1905.04899", 0.2, _hand_crafted),
+    Method("manifoldmix", "Verma et al., ICML 2019, https://arxiv.org/abs/1806.05236", 2.0,
+           _manifoldmix, params=("manifold_layers",)),
     Method("adautomix", "Qin et al., ICLR 2024, https://arxiv.org/abs/2312.11954", 1.0, _adautomix,
            params=("n_mix", "alpha", "beta", "use_ce", "use_mce", "use_cos", "use_ema", "adversarial",
                    "lam_concat", "lam_margin", "lam_margin_rule", "random_n", "upsample",

@@ -4,12 +4,15 @@ ResNet (He et al., 2016, https://arxiv.org/abs/1512.03385) and ResNeXt (Xie et a
 https://arxiv.org/abs/1611.05431) with the CIFAR stem used by the paper: one 3x3 convolution,
 stride 1, no max-pool. ``width`` scales every stage's channels, so narrow networks can be trained
 on a laptop CPU. The backbone returns its stage-3 feature map (the mix generator's input) and its
-pooled features from one forward pass. As in OpenMixup's ResNets (the published backbones), convs
-are initialised Kaiming (fan_out) and, with ``zero_init_residual``, the last BatchNorm γ of every
-residual block starts at 0, so each block starts as the identity (Goyal et al., 2017,
-https://arxiv.org/abs/1706.02677).
+pooled features from one forward pass, and can mix its hidden states at the input of any stage
+(Manifold Mixup: ``forward(x, mix_at=k, mix_fn=...)``). As in OpenMixup's ResNets (the published
+backbones), convs are initialised Kaiming (fan_out) and, with ``zero_init_residual``, the last
+BatchNorm γ of every residual block starts at 0, so each block starts as the identity (Goyal et
+al., 2017, https://arxiv.org/abs/1706.02677).
 """
 from __future__ import annotations
+
+from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -109,11 +112,32 @@ class ResNet(nn.Module):
             self.inplanes = planes * block.expansion
         return nn.Sequential(*layers)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.layer2(self.layer1(self.stem(x)))
-        stage3 = self.layer3(x)
-        pooled = self.layer4(stage3).mean(dim=(2, 3))
-        return stage3, pooled
+    def stage(self, k: int, h: torch.Tensor) -> torch.Tensor:
+        """Stage k = 1..4: h_{k-1} -> h_k, with h_0 the image; stage 1 includes the stem."""
+        if k == 1:
+            return self.layer1(self.stem(h))
+        return (self.layer2, self.layer3, self.layer4)[k - 2](h)
+
+    def forward(self, x: torch.Tensor, mix_at: int | None = None,
+                mix_fn: Callable[[torch.Tensor], torch.Tensor] | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run the four stages; returns ``(stage3, pooled)``.
+
+        Args:
+            x: B x 3 x H x W images (h_0).
+            mix_at: k in 0..3: the hidden state h_k entering stage k+1 is replaced by
+                ``mix_fn(h_k)`` (k = 0: the images themselves); None: no mixing.
+            mix_fn: B x C x H' x W' -> the same shape.
+        """
+        h = x
+        stage3 = None
+        for k in range(4):
+            if k == mix_at:
+                h = mix_fn(h)
+            h = self.stage(k + 1, h)
+            if k == 2:
+                stage3 = h
+        return stage3, h.mean(dim=(2, 3))
 
 
 class Classifier(nn.Module):
@@ -133,8 +157,10 @@ class Classifier(nn.Module):
             nn.init.normal_(head.weight, 0.0, 0.01)
             nn.init.zeros_(head.bias)
 
-    def forward(self, x: torch.Tensor, head: str = "one") -> torch.Tensor:
-        return self.heads[head](self.backbone(x)[1])
+    def forward(self, x: torch.Tensor, head: str = "one", mix_at: int | None = None,
+                mix_fn: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+        """Logits ``B x num_classes`` of ``head``; ``mix_at``, ``mix_fn``: see ``ResNet.forward``."""
+        return self.heads[head](self.backbone(x, mix_at, mix_fn)[1])
 
 
 def build_classifier(arch: str, width: float, num_classes: int, heads: tuple[str, ...] = ("one",),
