@@ -66,8 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     tp.set_defaults(func=_train)
 
     bp = sub.add_parser("bench", help="per-step time and peak memory of each method")
-    bp.add_argument("--methods", nargs="+", default=["vanilla", "mixup", "adautomix:2", "adautomix:3"],
-                    help="methods; adautomix:N sets N")
+    bp.add_argument("--methods", nargs="+", default=None,
+                    help="methods (default: every registered one); adautomix:N sets N "
+                         "(default list: N = 2 and 3)")
     bp.add_argument("--batch-size", type=int, default=64)
     bp.add_argument("--arch", default="resnet18")
     bp.add_argument("--width", type=float, default=1.0)
