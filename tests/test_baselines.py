@@ -226,18 +226,19 @@ def test_resizemix_patch_side_ranges_over_the_scale_range():
 # ------------------------------------------------------------------------ SaliencyMix
 
 def spotted(seed: int, n: int, size: int = 2):
-    """n flat, noisy images, each with a bright size x size spot at a random place; the spots."""
+    """n flat, noisy images, each with a size x size spot at a random place, bright in even
+    images and dark in odd ones (saliency is not brightness); returns the images and the spots."""
     g = torch.Generator().manual_seed(seed)
     images = torch.rand(n, 3, 1, 1, generator=g) * 0.5 + 0.05 * torch.randn(n, 3, H, W, generator=g)
     spots = []
     for i in range(n):
         r, c = (int(torch.randint(0, H - size + 1, (), generator=g)) for _ in range(2))
-        images[i, :, r:r + size, c:c + size] += 1.0
+        images[i, :, r:r + size, c:c + size] += 1.0 if i % 2 == 0 else -1.0
         spots.append((r, c))
     return images, spots
 
 
-def test_spectral_residual_saliency_peaks_on_a_small_bright_spot():
+def test_spectral_residual_saliency_peaks_on_a_small_spot_bright_or_dark():
     images, spots = spotted(0, 100)
     saliency = spectral_residual(images)
     assert saliency.shape == (100, H, W) and bool((saliency >= 0).all())

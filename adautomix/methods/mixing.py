@@ -128,8 +128,8 @@ def fmix(x: torch.Tensor, y: torch.Tensor, rng: torch.Generator, mix_lambda: flo
     lam = sample_beta(mix_lambda, rng)
     perm = torch.randperm(len(y), generator=rng).to(x.device)
     h, w = x.shape[-2:]
-    keep = fmix_mask(lam, h, w, decay_power, rng).to(x.device)
-    x_mixed = torch.where(keep, x, x[perm])
+    keep = fmix_mask(lam, h, w, decay_power, rng)
+    x_mixed = torch.where(keep.to(x.device), x, x[perm])
     return x_mixed, _pair_targets(y, perm, float(keep.float().mean()))
 
 
@@ -212,8 +212,8 @@ def gridmix(x: torch.Tensor, y: torch.Tensor, rng: torch.Generator, mix_lambda: 
     lam = sample_beta(mix_lambda, rng)
     perm = torch.randperm(len(y), generator=rng).to(x.device)
     h, w = x.shape[-2:]
-    holes = grid_mask(lam, h, w, rng, holes_min, holes_max, area_min, area_max).to(x.device)
-    x_mixed = torch.where(holes, x[perm], x)
+    holes = grid_mask(lam, h, w, rng, holes_min, holes_max, area_min, area_max)
+    x_mixed = torch.where(holes.to(x.device), x[perm], x)
     return x_mixed, _pair_targets(y, perm, 1.0 - float(holes.float().mean()))
 
 
@@ -231,8 +231,9 @@ def smoothmix(x: torch.Tensor, y: torch.Tensor, rng: torch.Generator, sigma_min:
     """
     perm = torch.randperm(len(y), generator=rng).to(x.device)
     h, w = x.shape[-2:]
-    blend = gaussian_mask(h, w, rng, sigma_min, sigma_max).to(x.device, x.dtype)
-    x_mixed = (1 - blend) * x + blend * x[perm]
+    blend = gaussian_mask(h, w, rng, sigma_min, sigma_max)
+    on_device = blend.to(x.device, x.dtype)
+    x_mixed = (1 - on_device) * x + on_device * x[perm]
     return x_mixed, _pair_targets(y, perm, 1.0 - float(blend.mean()))
 
 
