@@ -25,13 +25,13 @@ def default_methods() -> list[str]:
     return specs
 
 
-def _config(spec: str, batch_size: int, arch: str, width: float, device: str):
+def _config(spec: str, batch_size: int, arch: str, width: float, device: str, threads: int = 0):
     """The validated config of ``name`` or ``name:N`` (``ConfigError`` for a bad one)."""
     from .config import ConfigError, load_config
 
     name, _, n = spec.partition(":")
     overrides = {"method.name": name, "model.arch": arch, "model.width": width,
-                 "train.batch_size": batch_size, "train.device": device}
+                 "train.batch_size": batch_size, "train.device": device, "train.threads": threads}
     if n:
         if not n.isdigit():
             raise ConfigError(f"bench method {spec!r}: expected name or name:N with N an integer")
@@ -40,10 +40,13 @@ def _config(spec: str, batch_size: int, arch: str, width: float, device: str):
 
 
 def _measure(spec: str, batch_size: int, arch: str, width: float, steps: int, device: str,
-             image_size: int) -> dict:
-    from .engine import build_optimizer, build_step, select_device
+             image_size: int, threads: int) -> dict:
+    from .engine import build_optimizer, build_step, resolve_schedules, select_device
 
-    cfg = _config(spec, batch_size, arch, width, device)
+    cfg = _config(spec, batch_size, arch, width, device, threads)
+    resolve_schedules(cfg, 3 + steps)  # e.g. the EMA teacher's momentum for a run this long
+    if threads:
+        torch.set_num_threads(threads)
     dev = select_device(cfg)
     torch.manual_seed(0)
     step = build_step(cfg, num_classes=100).to(dev).train()
@@ -77,19 +80,21 @@ def _measure(spec: str, batch_size: int, arch: str, width: float, steps: int, de
 
 
 def run_bench(methods: list[str] | None = None, batch_size: int = 64, arch: str = "resnet18",
-              width: float = 1.0, steps: int = 20, device: str = "auto", image_size: int = 32) -> list[dict]:
+              width: float = 1.0, steps: int = 20, device: str = "auto", image_size: int = 32,
+              threads: int = 0) -> list[dict]:
     """Measure each method (default: ``default_methods()``) in its own process and print the
-    table; returns the rows. Every method's config is checked before the first measurement."""
+    table; returns the rows. Every method's config is checked before the first measurement.
+    ``threads`` > 0 sets torch's CPU threads (0: torch's default)."""
     methods = list(methods or default_methods())
     if "vanilla" not in methods:
         methods = ["vanilla", *methods]
     for spec in methods:
-        _config(spec, batch_size, arch, width, device)
+        _config(spec, batch_size, arch, width, device, threads)
     ctx = mp.get_context("spawn")
     rows = []
     for spec in methods:
         with ctx.Pool(1) as pool:
-            row = pool.apply(_measure, (spec, batch_size, arch, width, steps, device, image_size))
+            row = pool.apply(_measure, (spec, batch_size, arch, width, steps, device, image_size, threads))
         rows.append(row)
         print(f"  measured {spec}: {row['step_ms']:.1f} ms/step", flush=True)
     base = next(r for r in rows if r["method"] == "vanilla")["step_ms"]

@@ -43,7 +43,7 @@ def _bench(args: argparse.Namespace) -> int:
 
     try:
         run_bench(args.methods, batch_size=args.batch_size, arch=args.arch, width=args.width,
-                  steps=args.steps, device=args.device, image_size=args.image_size)
+                  steps=args.steps, device=args.device, image_size=args.image_size, threads=args.threads)
     except ConfigError as err:
         return _fail(err)
     return 0
@@ -75,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     bp.add_argument("--image-size", type=int, default=32)
     bp.add_argument("--steps", type=int, default=20, help="timed steps per method (after 3 warm-up steps)")
     bp.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    bp.add_argument("--threads", type=int, default=0, help="torch CPU threads per method (0: torch's default)")
     bp.set_defaults(func=_bench)
 
     args = parser.parse_args(argv)

@@ -28,9 +28,10 @@ def test_an_unknown_method_exits_2_before_anything_is_measured(tmp_path):
 
 
 def test_prints_one_row_per_method_with_its_ratio_to_vanilla(tmp_path):
-    result = bench("--methods", "smoothmix", "--steps", "1", "--width", "0.125", "--batch-size", "8",
-                   "--device", "cpu", cwd=tmp_path)
+    result = bench("--methods", "smoothmix", "adautomix:2", "--steps", "1", "--width", "0.125",
+                   "--batch-size", "8", "--device", "cpu", "--threads", "1", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     rows = [line.split("|")[1:-1] for line in result.stdout.splitlines() if line.startswith("| ")]
-    assert [r[0].strip() for r in rows] == ["method", "vanilla", "smoothmix"]
-    assert rows[1][2].strip() == "1.00" and float(rows[2][2]) > 0
+    assert [r[0].strip() for r in rows] == ["method", "vanilla", "smoothmix", "adautomix:2"]
+    assert rows[1][2].strip() == "1.00" and all(float(r[2]) > 0 for r in rows[2:])
+    assert "1 threads" in result.stdout
