@@ -220,7 +220,7 @@ def test_resizemix_patch_side_ranges_over_the_scale_range():
     assert min(sides) >= int(0.1 * H) / H and max(sides) <= 0.8
     assert min(sides) < 0.2 and max(sides) > 0.7
     # τ ~ U(0.1, 0.8) at the default Beta(1, 1): the floored side averages about 0.45 - 1/64
-    assert sum(sides) / len(sides) == pytest.approx(0.45 - 0.5 / H, abs=0.03)
+    assert sum(sides) / len(sides) == pytest.approx(0.45 - 0.5 / H, abs=0.05)
 
 
 # ------------------------------------------------------------------------ SaliencyMix

@@ -30,12 +30,11 @@ LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601 weights of R, G, B (OpenCV's RGB ->
 
 def _separable_filter(maps: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
     """Filter B x h x w maps with the k x k kernel outer(taps, taps), borders reflected
-    (OpenCV's BORDER_DEFAULT): a row pass, then a column pass."""
-    pad = len(taps) // 2
-    padded = F.pad(maps[:, None], (pad, pad, pad, pad), mode="reflect")
-    taps = taps.to(maps)
-    rows = F.conv2d(padded, taps.view(1, 1, 1, -1))
-    return F.conv2d(rows, taps.view(1, 1, -1, 1))[:, 0]
+    (OpenCV's BORDER_DEFAULT): a pass along the rows, then one along the columns."""
+    pad, (height, width) = len(taps) // 2, maps.shape[-2:]
+    padded = F.pad(maps[:, None], (pad, pad, pad, pad), mode="reflect")[:, 0]
+    rows = sum(float(t) * padded[..., :, i:i + width] for i, t in enumerate(taps))
+    return sum(float(t) * rows[..., i:i + height, :] for i, t in enumerate(taps))
 
 
 def gaussian_taps(size: int = 5, sigma: float = 8.0) -> torch.Tensor:
