@@ -1,8 +1,9 @@
 """``adautomix bench``: per-step wall time and peak memory of each method on one backbone.
 
 Every method runs in a fresh process (so peak memory is its own), on the same random batch
-shape, with ``steps`` timed training steps (forward, backward, optimizer, EMA) after 3 warm-up
-steps. Prints a table with each method's ratio to vanilla.
+shape, with ``steps`` timed training steps (mixing, forward, backward, optimizer, EMA) after 3
+warm-up steps. Prints a table with each method's ratio to vanilla. By default it measures every
+registered method, methods with ``method.n_mix`` at N = 2 and 3.
 """
 from __future__ import annotations
 
@@ -14,22 +15,38 @@ import time
 import torch
 
 
-def _parse(spec: str) -> tuple[str, int | None]:
+def default_methods() -> list[str]:
+    """Every registered method; ``name:2`` and ``name:3`` for those with ``method.n_mix``."""
+    from .methods.registry import METHODS
+
+    specs = []
+    for name, method in METHODS.items():
+        specs += [f"{name}:2", f"{name}:3"] if "n_mix" in method.params else [name]
+    return specs
+
+
+def _config(spec: str, batch_size: int, arch: str, width: float, device: str, threads: int = 0):
+    """The validated config of ``name`` or ``name:N`` (``ConfigError`` for a bad one)."""
+    from .config import ConfigError, load_config
+
     name, _, n = spec.partition(":")
-    return name, int(n) if n else None
+    overrides = {"method.name": name, "model.arch": arch, "model.width": width,
+                 "train.batch_size": batch_size, "train.device": device, "train.threads": threads}
+    if n:
+        if not n.isdigit():
+            raise ConfigError(f"bench method {spec!r}: expected name or name:N with N an integer")
+        overrides["method.n_mix"] = int(n)
+    return load_config(overrides=overrides)
 
 
 def _measure(spec: str, batch_size: int, arch: str, width: float, steps: int, device: str,
-             image_size: int) -> dict:
-    from .config import load_config
-    from .engine import build_optimizer, build_step, select_device
+             image_size: int, threads: int) -> dict:
+    from .engine import build_optimizer, build_step, resolve_schedules, select_device
 
-    name, n = _parse(spec)
-    overrides = {"method.name": name, "model.arch": arch, "model.width": width,
-                 "train.batch_size": batch_size, "train.device": device}
-    if n is not None:
-        overrides["method.n_mix"] = n
-    cfg = load_config(overrides=overrides)
+    cfg = _config(spec, batch_size, arch, width, device, threads)
+    resolve_schedules(cfg, 3 + steps)  # e.g. the EMA teacher's momentum for a run this long
+    if threads:
+        torch.set_num_threads(threads)
     dev = select_device(cfg)
     torch.manual_seed(0)
     step = build_step(cfg, num_classes=100).to(dev).train()
@@ -62,16 +79,22 @@ def _measure(spec: str, batch_size: int, arch: str, width: float, steps: int, de
             "peak_mib": peak_mib, "threads": torch.get_num_threads()}
 
 
-def run_bench(methods: list[str], batch_size: int = 64, arch: str = "resnet18", width: float = 1.0,
-              steps: int = 20, device: str = "auto", image_size: int = 32) -> list[dict]:
-    """Measure each method in its own process and print the table; returns the rows."""
+def run_bench(methods: list[str] | None = None, batch_size: int = 64, arch: str = "resnet18",
+              width: float = 1.0, steps: int = 20, device: str = "auto", image_size: int = 32,
+              threads: int = 0) -> list[dict]:
+    """Measure each method (default: ``default_methods()``) in its own process and print the
+    table; returns the rows. Every method's config is checked before the first measurement.
+    ``threads`` > 0 sets torch's CPU threads (0: torch's default)."""
+    methods = list(methods or default_methods())
     if "vanilla" not in methods:
         methods = ["vanilla", *methods]
+    for spec in methods:
+        _config(spec, batch_size, arch, width, device, threads)
     ctx = mp.get_context("spawn")
     rows = []
     for spec in methods:
         with ctx.Pool(1) as pool:
-            row = pool.apply(_measure, (spec, batch_size, arch, width, steps, device, image_size))
+            row = pool.apply(_measure, (spec, batch_size, arch, width, steps, device, image_size, threads))
         rows.append(row)
         print(f"  measured {spec}: {row['step_ms']:.1f} ms/step", flush=True)
     base = next(r for r in rows if r["method"] == "vanilla")["step_ms"]

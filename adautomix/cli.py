@@ -43,7 +43,7 @@ def _bench(args: argparse.Namespace) -> int:
 
     try:
         run_bench(args.methods, batch_size=args.batch_size, arch=args.arch, width=args.width,
-                  steps=args.steps, device=args.device, image_size=args.image_size)
+                  steps=args.steps, device=args.device, image_size=args.image_size, threads=args.threads)
     except ConfigError as err:
         return _fail(err)
     return 0
@@ -66,14 +66,16 @@ def main(argv: list[str] | None = None) -> int:
     tp.set_defaults(func=_train)
 
     bp = sub.add_parser("bench", help="per-step time and peak memory of each method")
-    bp.add_argument("--methods", nargs="+", default=["vanilla", "mixup", "adautomix:2", "adautomix:3"],
-                    help="methods; adautomix:N sets N")
+    bp.add_argument("--methods", nargs="+", default=None,
+                    help="methods (default: every registered one); adautomix:N sets N "
+                         "(default list: N = 2 and 3)")
     bp.add_argument("--batch-size", type=int, default=64)
     bp.add_argument("--arch", default="resnet18")
     bp.add_argument("--width", type=float, default=1.0)
     bp.add_argument("--image-size", type=int, default=32)
     bp.add_argument("--steps", type=int, default=20, help="timed steps per method (after 3 warm-up steps)")
     bp.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    bp.add_argument("--threads", type=int, default=0, help="torch CPU threads per method (0: torch's default)")
     bp.set_defaults(func=_bench)
 
     args = parser.parse_args(argv)

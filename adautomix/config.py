@@ -28,6 +28,8 @@ EMA_SCHEDULES = ("scaled", "published")
 TRANSPORT_SOLVERS = ("paper", "exact")
 DEVICES = ("auto", "cpu", "cuda")
 MANIFOLD_LAYERS = (0, 1, 2, 3)  # Manifold Mixup: 0 = the input, k = the output of residual stage k
+RESIZE_MODES = ("nearest", "bilinear")
+SALIENCY_BOXES = ("batch", "sample")
 
 
 class ConfigError(ValueError):
@@ -88,6 +90,18 @@ class MethodConfig:
     transport_solver: str = "paper"  # one of TRANSPORT_SOLVERS: the paper's approximation or exact
     # Manifold Mixup: S, the layers k mixing is drawn from (the paper's CIFAR setting: 0, 1, 2)
     manifold_layers: list[int] = field(default_factory=lambda: [0, 1, 2])
+    # hand-crafted baselines (methods/mixing.py; defaults: the papers and OpenMixup's CIFAR configs)
+    fmix_decay_power: float = 3.0  # FMix: d of the mask noise's 1/f^d amplitude
+    resizemix_scale_min: float = 0.1  # ResizeMix: range of τ, the pasted patch's side / the image's
+    resizemix_scale_max: float = 0.8
+    resizemix_interpolation: str = "nearest"  # ResizeMix: one of RESIZE_MODES
+    saliencymix_box: str = "batch"  # SaliencyMix: one of SALIENCY_BOXES (batch: the authors' code)
+    gridmix_holes_min: int = 2  # GridMix: range of the number of grid cells across the crop
+    gridmix_holes_max: int = 6
+    gridmix_area_min: float = 0.5  # GridMix: range of the crop's area / the image's
+    gridmix_area_max: float = 1.0
+    smoothmix_sigma_min: float = 0.25  # SmoothMix: range of the Gaussian's σ / image height
+    smoothmix_sigma_max: float = 0.5
 
 
 @dataclass
@@ -229,6 +243,9 @@ def validate(cfg: Config) -> Config:
     _check(mt.name in METHODS, "method.name", mt.name, f"one of {', '.join(METHODS)}")
     if mt.mix_lambda is None:
         mt.mix_lambda = METHODS[mt.name].mix_lambda
+    if METHODS[mt.name].mix_lambda == 0:
+        _check(mt.mix_lambda == 0, "method.mix_lambda", mt.mix_lambda,
+               f"unset or 0: {mt.name} draws no λ from a Beta distribution")
     _check(METHODS[mt.name].mix_lambda == 0 or mt.mix_lambda > 0, "method.mix_lambda", mt.mix_lambda, "> 0")
     _check(mt.n_mix >= 2, "method.n_mix", mt.n_mix, ">= 2 (N images are mixed)")
     _check(0 <= mt.alpha <= 1, "method.alpha", mt.alpha, "0 <= alpha <= 1")
@@ -252,6 +269,23 @@ def validate(cfg: Config) -> Config:
            and len(set(mt.manifold_layers)) == len(mt.manifold_layers), "method.manifold_layers",
            mt.manifold_layers, f"a non-empty list of distinct layers from {list(MANIFOLD_LAYERS)} "
            "(0 = the input, k = the output of residual stage k)")
+    _check(mt.fmix_decay_power > 0, "method.fmix_decay_power", mt.fmix_decay_power, "> 0")
+    _check(0 < mt.resizemix_scale_min <= 1, "method.resizemix_scale_min", mt.resizemix_scale_min, "0 < scale <= 1")
+    _check(mt.resizemix_scale_min <= mt.resizemix_scale_max <= 1, "method.resizemix_scale_max",
+           mt.resizemix_scale_max, f"method.resizemix_scale_min ({mt.resizemix_scale_min}) <= scale <= 1")
+    _check(mt.resizemix_interpolation in RESIZE_MODES, "method.resizemix_interpolation",
+           mt.resizemix_interpolation, f"one of {', '.join(RESIZE_MODES)}")
+    _check(mt.saliencymix_box in SALIENCY_BOXES, "method.saliencymix_box", mt.saliencymix_box,
+           f"one of {', '.join(SALIENCY_BOXES)}")
+    _check(mt.gridmix_holes_min >= 1, "method.gridmix_holes_min", mt.gridmix_holes_min, ">= 1")
+    _check(mt.gridmix_holes_max >= mt.gridmix_holes_min, "method.gridmix_holes_max", mt.gridmix_holes_max,
+           f">= method.gridmix_holes_min ({mt.gridmix_holes_min})")
+    _check(0 < mt.gridmix_area_min <= 1, "method.gridmix_area_min", mt.gridmix_area_min, "0 < area <= 1")
+    _check(mt.gridmix_area_min <= mt.gridmix_area_max <= 1, "method.gridmix_area_max", mt.gridmix_area_max,
+           f"method.gridmix_area_min ({mt.gridmix_area_min}) <= area <= 1")
+    _check(mt.smoothmix_sigma_min > 0, "method.smoothmix_sigma_min", mt.smoothmix_sigma_min, "> 0")
+    _check(mt.smoothmix_sigma_max >= mt.smoothmix_sigma_min, "method.smoothmix_sigma_max",
+           mt.smoothmix_sigma_max, f">= method.smoothmix_sigma_min ({mt.smoothmix_sigma_min})")
     _check(t.epochs >= 1, "train.epochs", t.epochs, ">= 1")
     _check(t.batch_size >= 2, "train.batch_size", t.batch_size, ">= 2")
     _check(t.optimizer in OPTIMIZERS, "train.optimizer", t.optimizer, f"one of {', '.join(OPTIMIZERS)}")

@@ -142,6 +142,16 @@ def test_one_worker_reproduces_the_in_process_run_bit_for_bit(tmp_path, ray_conn
     assert got == ref and len(ref) == 2
 
 
+@pytest.mark.parametrize("method", ["saliencymix", *(pytest.param(m, marks=pytest.mark.slow)
+                                                   for m in ("fmix", "resizemix", "gridmix", "smoothmix"))])
+def test_each_hand_crafted_baseline_trains_on_two_workers(tmp_path, ray_connected, method):
+    """The baselines mix inside the step, each rank on its own shard, as Mixup does."""
+    summary = train_with_ray(tiny(tmp_path, f"method.name={method}", "data.limit_train=64", "train.epochs=1",
+                                  "train.workers=2"), quiet=True)
+    assert summary["epochs_done"] == 1 and summary["final_loss"] == summary["final_loss"]  # not NaN
+    assert [r["epoch"] for r in step_records(tmp_path / "run")] == [1]
+
+
 # One step per epoch (32 images, batch 32), so each epoch's loss is one step's loss (rank mean).
 # Vanilla, so that nothing is drawn per rank (mixing methods draw partners within each rank's
 # shard, as every DDP mixup does). Tolerance 1e-2 relative: BatchNorm normalises over each rank's

@@ -30,10 +30,12 @@ class Method:
         name: the value of ``method.name``.
         paper: short citation with a link.
         mix_lambda: default Beta(λ, λ) parameter of its mixing ratio (the paper's Table 1); 0 for
-            methods that do not mix.
+            methods that draw no λ (vanilla, SmoothMix), which then take no ``mix_lambda``.
         build: ``(cfg, num_classes) -> step module``.
-        params: the ``method.*`` keys it reads besides ``mix_lambda`` (passed to mixing
-            functions as keyword arguments; listed in the docs and tracked per run).
+        params: the ``method.*`` keys it reads besides ``mix_lambda`` (listed in the docs and
+            tracked per run). A hand-crafted method's keys are named ``<name>_<argument>`` and
+            reach its mixing function as ``<argument>``: ``method.fmix_decay_power`` is
+            ``fmix(..., decay_power=...)``.
         needs: what it needs beyond a batch: ``"teacher"`` (an EMA copy of the classifier),
             ``"generator"`` (a learned mask generator), ``"input_gradient"`` (a saliency pass:
             the loss's gradient with respect to the images).
@@ -51,8 +53,10 @@ def _hand_crafted(cfg: "Config", num_classes: int) -> nn.Module:
     from ..models.cifar_resnet import build_classifier
     from .mixing import MIX_FUNCTIONS, MixStep
 
-    m = cfg.method
-    params = {"mix_lambda": m.mix_lambda, **{p: getattr(m, p) for p in METHODS[m.name].params}}
+    m, method = cfg.method, METHODS[cfg.method.name]
+    params = {p.removeprefix(f"{m.name}_"): getattr(m, p) for p in method.params}
+    if method.mix_lambda:  # methods that draw λ (or τ) from Beta(λ, λ)
+        params["mix_lambda"] = m.mix_lambda
     return MixStep(build_classifier(cfg.model.arch, cfg.model.width, num_classes,
                                     zero_init_residual=cfg.model.zero_init_residual),
                    MIX_FUNCTIONS[m.name], params)
@@ -94,6 +98,22 @@ METHODS: dict[str, Method] = {m.name: m for m in [
     Method("cutmix", "Yun et al., ICCV 2019, https://arxiv.org/abs/1905.04899", 0.2, _hand_crafted),
     Method("manifoldmix", "Verma et al., ICML 2019, https://arxiv.org/abs/1806.05236", 2.0,
            _manifoldmix, params=("manifold_layers",)),
+    # Beta parameters of the methods below: OpenMixup's CIFAR-100 ResNet-18 benchmark table
+    # (docs/en/mixup_benchmarks/Mixup_cifar.md; its 800-epoch FMix, SaliencyMix and ResizeMix
+    # numbers are the AdAutoMix paper's Table 1 rows). SmoothMix draws no λ: its mask's mean is λ.
+    Method("fmix", "Harris et al., 2020, https://arxiv.org/abs/2002.12047", 0.2, _hand_crafted,
+           params=("fmix_decay_power",)),
+    Method("resizemix", "Qin et al., 2020, https://arxiv.org/abs/2012.11101", 1.0, _hand_crafted,
+           params=("resizemix_scale_min", "resizemix_scale_max", "resizemix_interpolation")),
+    Method("saliencymix", "Uddin et al., ICLR 2021, https://arxiv.org/abs/2006.01791", 0.2,
+           _hand_crafted, params=("saliencymix_box",)),
+    Method("gridmix", "Baek et al., Pattern Recognition 2021, "
+           "https://www.sciencedirect.com/science/article/pii/S0031320320303976",
+           0.2, _hand_crafted,
+           params=("gridmix_holes_min", "gridmix_holes_max", "gridmix_area_min", "gridmix_area_max")),
+    Method("smoothmix", "Lee et al., CVPR Workshops 2020, https://openaccess.thecvf.com/content_CVPRW_2020/"
+           "papers/w45/Lee_SmoothMix_A_Simple_Yet_Effective_Data_Augmentation_to_Train_Robust_CVPRW_2020_paper.pdf",
+           0.0, _hand_crafted, params=("smoothmix_sigma_min", "smoothmix_sigma_max")),
     Method("adautomix", "Qin et al., ICLR 2024, https://arxiv.org/abs/2312.11954", 1.0, _adautomix,
            params=("n_mix", "alpha", "beta", "use_ce", "use_mce", "use_cos", "use_ema", "adversarial",
                    "lam_concat", "lam_margin", "lam_margin_rule", "random_n", "upsample",
