@@ -22,7 +22,7 @@ def _parse(spec: str) -> tuple[str, int | None]:
 def _measure(spec: str, batch_size: int, arch: str, width: float, steps: int, device: str,
              image_size: int) -> dict:
     from .config import load_config
-    from .engine import build_optimizer, build_step, select_device
+    from .engine import build_optimizer, build_step, resolve_schedules, select_device
 
     name, n = _parse(spec)
     overrides = {"method.name": name, "model.arch": arch, "model.width": width,
@@ -30,6 +30,7 @@ def _measure(spec: str, batch_size: int, arch: str, width: float, steps: int, de
     if n is not None:
         overrides["method.n_mix"] = n
     cfg = load_config(overrides=overrides)
+    resolve_schedules(cfg, 3 + steps)  # the EMA teacher's momentum (its value does not change the time)
     dev = select_device(cfg)
     torch.manual_seed(0)
     step = build_step(cfg, num_classes=100).to(dev).train()
