@@ -17,7 +17,8 @@ the same skeleton, which lives here:
    detached and its BatchNorm statistics untouched).
 3. After the optimizer step the teacher's parameters follow q by EMA (``teacher.EMATeacher``).
 4. Evaluation: the four heads of the published logs, one_k, mix_k, one_q, mix_q; the headline is
-   the teacher's one-hot head (both models infer with ``backbone_k`` + ``head_one_k``).
+   the teacher's one-hot head (AdAutoMix: SPEC.md; AutoMix: OpenMixup's ``AutoMixup`` infers
+   with ``backbone_k`` + ``head_one_k``).
 
 A subclass writes ``losses(x, y) -> (L_cls, L_gen, parts)``: which passes it makes and which
 terms it adds are what distinguishes the two methods.
