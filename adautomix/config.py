@@ -67,10 +67,13 @@ class MethodConfig:
     use_ema: bool = True  # EMA teacher; off = generator loss through the current classifier
     adversarial: bool = True  # alternate adversarial / cooperative generator steps
     lam_concat: bool = False  # feed λ_i to the generator as an extra channel (the paper's variant)
-    lam_margin: float = 0.03  # λ_1 outside [margin, 1-margin] -> plain mixup in the classifier branch
+    # λ_1 within this of 0 or 1 -> plain mixup in the classifier branch; None = the method's
+    # default (registry: AdAutoMix 0.03, AutoMix 0.08)
+    lam_margin: float | None = None
     lam_margin_rule: str = "authors"  # one of LAM_MARGIN_RULES: whose plain-mixup condition
     random_n: bool = False  # draw N uniformly from 2..n_mix each step
-    upsample: str = "bilinear"  # mask upsampling, one of UPSAMPLE
+    # mask upsampling, one of UPSAMPLE; None = the method's default (AdAutoMix bilinear, AutoMix nearest)
+    upsample: str | None = None
     ema_schedule: str = "scaled"  # one of EMA_SCHEDULES: "scaled" to the run's length, or "published"
     momentum: float | None = None  # EMA momentum at the start; None = from ema_schedule
     momentum_end: float | None = None  # EMA momentum at the last iteration; None = from ema_schedule
@@ -102,6 +105,10 @@ class MethodConfig:
     gridmix_area_max: float = 1.0
     smoothmix_sigma_min: float = 0.25  # SmoothMix: range of the Gaussian's σ / image height
     smoothmix_sigma_max: float = 0.5
+    # AutoMix (its published CIFAR config; lam_concat, lam_margin, upsample, use_ema and the EMA
+    # schedule above apply as well)
+    mask_loss_weight: float = 0.1  # weight of the Mix Block's mask loss
+    mask_loss_margin: float = 0.1  # ε: the mask loss is 0 while the mean mask is within ε of λ
 
 
 @dataclass
@@ -246,12 +253,17 @@ def validate(cfg: Config) -> Config:
     if METHODS[mt.name].mix_lambda == 0:
         _check(mt.mix_lambda == 0, "method.mix_lambda", mt.mix_lambda,
                f"unset or 0: {mt.name} draws no λ from a Beta distribution")
+    for key, value in METHODS[mt.name].defaults.items():  # the one place method defaults are filled
+        if getattr(mt, key) is None:
+            setattr(mt, key, value)
     _check(METHODS[mt.name].mix_lambda == 0 or mt.mix_lambda > 0, "method.mix_lambda", mt.mix_lambda, "> 0")
     _check(mt.n_mix >= 2, "method.n_mix", mt.n_mix, ">= 2 (N images are mixed)")
     _check(0 <= mt.alpha <= 1, "method.alpha", mt.alpha, "0 <= alpha <= 1")
     _check(0 <= mt.beta <= 1, "method.beta", mt.beta, "0 <= beta <= 1")
-    _check(0 <= mt.lam_margin < 0.5, "method.lam_margin", mt.lam_margin, "0 <= margin < 0.5")
-    _check(mt.upsample in UPSAMPLE, "method.upsample", mt.upsample, f"one of {', '.join(UPSAMPLE)}")
+    _check(mt.lam_margin is None or 0 <= mt.lam_margin < 0.5, "method.lam_margin", mt.lam_margin,
+           "0 <= margin < 0.5")
+    _check(mt.upsample is None or mt.upsample in UPSAMPLE, "method.upsample", mt.upsample,
+           f"one of {', '.join(UPSAMPLE)}")
     _check(mt.lam_margin_rule in LAM_MARGIN_RULES, "method.lam_margin_rule", mt.lam_margin_rule,
            f"one of {', '.join(LAM_MARGIN_RULES)}")
     _check(mt.ema_schedule in EMA_SCHEDULES, "method.ema_schedule", mt.ema_schedule,
@@ -286,6 +298,8 @@ def validate(cfg: Config) -> Config:
     _check(mt.smoothmix_sigma_min > 0, "method.smoothmix_sigma_min", mt.smoothmix_sigma_min, "> 0")
     _check(mt.smoothmix_sigma_max >= mt.smoothmix_sigma_min, "method.smoothmix_sigma_max",
            mt.smoothmix_sigma_max, f">= method.smoothmix_sigma_min ({mt.smoothmix_sigma_min})")
+    _check(mt.mask_loss_weight >= 0, "method.mask_loss_weight", mt.mask_loss_weight, ">= 0")
+    _check(0 <= mt.mask_loss_margin < 1, "method.mask_loss_margin", mt.mask_loss_margin, "0 <= margin < 1")
     _check(t.epochs >= 1, "train.epochs", t.epochs, ">= 1")
     _check(t.batch_size >= 2, "train.batch_size", t.batch_size, ">= 2")
     _check(t.optimizer in OPTIMIZERS, "train.optimizer", t.optimizer, f"one of {', '.join(OPTIMIZERS)}")

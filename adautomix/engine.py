@@ -277,7 +277,7 @@ class Trainer:
         return summary
 
     def _pictures(self) -> None:
-        """Mixed-sample PNG every ``method.vis_every`` epochs and at the end (AdAutoMix)."""
+        """Mixed-sample PNG every ``method.vis_every`` epochs and at the end (AdAutoMix, AutoMix)."""
         every = self.cfg.method.vis_every
         if not hasattr(self.step, "mixed_samples"):
             return
@@ -287,7 +287,8 @@ class Trainer:
 
         x, y = next(iter(self.test_loader))
         path = self.out / "pictures" / f"mixed_epoch{self.epoch:04d}.png"
-        save_mixed_samples(self.step, x[:6], y[:6], self.spec, path, self.epoch)
+        save_mixed_samples(self.step, x[:6], y[:6], self.spec, path, self.epoch,
+                           title=getattr(self.step, "display_name", self.cfg.method.name))
         for cb in self.callbacks:
             getattr(cb, "on_artifact", lambda p: None)(path)
 

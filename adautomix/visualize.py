@@ -15,11 +15,12 @@ def save_mixed_samples(step, x: torch.Tensor, y: torch.Tensor, spec, path: Path,
 
     Args:
         step: a step module with ``mixed_samples(x, y) -> (sources B x N x 3 x H x W,
-            masks B x N x H x W, mixed B x 3 x H x W, λ N)`` (AdAutoMix).
+            masks B x N x H x W, mixed B x 3 x H x W, λ N)`` (AdAutoMix, AutoMix).
         x: B x 3 x H x W normalised images (a few test images); y: B labels.
         spec: the data set's ``DataSpec`` (mean and std to undo the normalisation, class names).
         path: the PNG to write.
         epoch: the epoch shown in the title.
+        title: the method's name in the title.
     """
     import matplotlib
 

@@ -112,7 +112,7 @@ def check_parent_artifacts(client, parent) -> None:
 
 # ------------------------------------------------------------------------------ study files
 EXPECTED_TRIALS = {"default": 9, "n_mix": 12, "alpha": 15, "beta": 15, "lambda": 15,
-                   "modules": 12, "adversarial": 6, "methods": 33, "hpo": 24}
+                   "modules": 12, "adversarial": 6, "methods": 36, "hpo": 24}
 
 
 def test_every_paper_study_ships():

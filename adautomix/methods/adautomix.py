@@ -8,25 +8,25 @@ the module. The teacher runs on the clean batch once; that pass gives both the g
 features and the teacher's logits on every source image of the cosine term, and its BatchNorm
 statistics are replayed so that the teacher's running statistics follow the published sequence
 (clean, generated mix, then N clean updates per step). The classifier's passes run in the
-published order (clean, linear mix, generated mix). ``after_step`` does the EMA update after the
-optimizer step.
+published order (clean, linear mix, generated mix). What AdAutoMix shares with AutoMix (the
+draws of λ and partners, the margin rule, the teacher and its EMA update, the four evaluated
+heads, the pictures) is ``learned_mix.LearnedMixStep``.
 """
 from __future__ import annotations
 
 import contextlib
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
-from torch.func import functional_call
 
-from .generator import MixGenerator
-from .mixing import Targets, mixed_cross_entropy
 from ..models.cifar_resnet import Classifier
-from .teacher import BatchNormRecorder, EMATeacher
+from .generator import MixGenerator
+from .learned_mix import LearnedMixStep, mix_images
+from .mixing import Targets, mixed_cross_entropy
+from .teacher import BatchNormRecorder
 
 
-class AdAutoMixStep(nn.Module):
+class AdAutoMixStep(LearnedMixStep):
     """Classifier q, generator G and EMA teacher k, with every loss term and ablation switch.
 
     Args:
@@ -47,23 +47,20 @@ class AdAutoMixStep(nn.Module):
         momentum, momentum_end, momentum_warmup: the EMA schedule (``teacher.ema_momentum``).
     """
 
+    display_name = "AdAutoMix"
+
     def __init__(self, classifier: Classifier, generator: MixGenerator, n_mix: int = 3,
                  alpha: float = 0.5, beta: float = 0.3, mix_lambda: float = 1.0,
                  use_ce: bool = True, use_mce: bool = True, use_cos: bool = True,
                  use_ema: bool = True, adversarial: bool = True, lam_margin: float = 0.03,
                  lam_margin_rule: str = "authors", random_n: bool = False,
                  momentum: float = 0.999, momentum_end: float = 0.999999, momentum_warmup: float = 0.1):
-        super().__init__()
-        self.classifier, self.generator = classifier, generator
-        self.teacher = EMATeacher(classifier, momentum, momentum_end, momentum_warmup) if use_ema else None
-        self.n_mix, self.random_n, self.mix_lambda = n_mix, random_n, mix_lambda
+        super().__init__(classifier, generator, n_mix=n_mix, mix_lambda=mix_lambda, use_ema=use_ema,
+                         lam_margin=lam_margin, lam_margin_rule=lam_margin_rule, random_n=random_n,
+                         momentum=momentum, momentum_end=momentum_end, momentum_warmup=momentum_warmup)
         self.alpha = alpha  # α
         self.beta = beta  # β
         self.use_ce, self.use_mce, self.use_cos, self.adversarial = use_ce, use_mce, use_cos, adversarial
-        self.lam_margin, self.lam_margin_rule = lam_margin, lam_margin_rule
-        self.headline = "one_k" if use_ema else "one_q"  # the paper reports the teacher's one-hot head
-        self.rng = torch.Generator()  # set by the engine each epoch
-        self.iteration = 0  # set by the engine before each forward; drives the alternation
 
     @classmethod
     def from_config(cls, classifier: Classifier, m) -> "AdAutoMixStep":
@@ -76,67 +73,7 @@ class AdAutoMixStep(nn.Module):
                    lam_margin_rule=m.lam_margin_rule, random_n=m.random_n,
                    momentum=m.momentum, momentum_end=m.momentum_end, momentum_warmup=m.momentum_warmup)
 
-    # ------------------------------------------------------------------ step 1-2: λ and partners
-    def draw(self, batch_size: int, device: torch.device):
-        """Mixing ratios and partner permutations of both branches.
-
-        Returns ``(lam_g, lam_c, perms_g, perms_c)``: two length-N float tensors (on ``device``)
-        and two lists of N index tensors of length B. For N = 2 (as the published code) each
-        branch draws its own λ ~ Beta and uses (identity, one permutation); for N > 2 one λ
-        vector (N Beta draws normalised to sum 1) serves both branches and every π_i is random.
-        """
-        n = int(torch.randint(2, self.n_mix + 1, (1,), generator=self.rng)) if self.random_n else self.n_mix
-        gammas = torch._standard_gamma(torch.full((2 if n == 2 else n, 2), float(self.mix_lambda)),
-                                       generator=self.rng)
-        betas = gammas[:, 0] / gammas.sum(dim=1)
-        identity = torch.arange(batch_size)
-
-        def perm():
-            return torch.randperm(batch_size, generator=self.rng)
-
-        if n == 2:
-            lam_g = torch.stack([betas[0], 1 - betas[0]])
-            lam_c = torch.stack([betas[1], 1 - betas[1]])
-            perms_g, perms_c = [identity, perm()], [identity, perm()]
-        else:
-            lam_g = lam_c = betas / betas.sum()
-            perms_g, perms_c = [perm() for _ in range(n)], [perm() for _ in range(n)]
-        to = lambda ts: [t.to(device) for t in ts]  # noqa: E731
-        return lam_g.to(device), lam_c.to(device), to(perms_g), to(perms_c)
-
-    def _plain_mix_in_classifier_branch(self, lam_1: float, n: int) -> bool:
-        m = self.lam_margin
-        if n == 2:
-            return lam_1 <= m or lam_1 >= 1 - m
-        if self.lam_margin_rule == "openmixup":
-            return lam_1 <= m or m < 1 - lam_1
-        return lam_1 <= m or lam_1 > 1 - m
-
-    # ------------------------------------------------------------------ the model G plays against
-    def _frozen_backbone(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(stage3, pooled) of the teacher, or (``use_ema=False``) of the current classifier with
-        its parameters detached and its BatchNorm statistics left untouched."""
-        if self.teacher is not None:
-            return self.teacher.model.backbone(x)
-        backbone = self.classifier.backbone
-        state = {k: v.detach() for k, v in backbone.named_parameters()}
-        state.update({k: v.clone() for k, v in backbone.named_buffers()})
-        return functional_call(backbone, state, (x,))
-
-    def _frozen_mix_head(self, pooled: torch.Tensor) -> torch.Tensor:
-        head = self.teacher.model.heads["mix"] if self.teacher is not None else self.classifier.heads["mix"]
-        return F.linear(pooled, head.weight.detach(), head.bias.detach())
-
     # ------------------------------------------------------------------ steps 3-7
-    def forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Total loss L_cls + L_gen and its (detached) parts.
-
-        Args:
-            x: B x 3 x H x W clean images; y: B labels.
-        """
-        loss_cls, loss_gen, parts = self.losses(x, y)
-        return loss_cls + loss_gen, parts
-
     def losses(self, x: torch.Tensor, y: torch.Tensor):
         """``(L_cls, L_gen, parts)``: the classifier's and the generator's losses, each with its
         graph, and every term detached for logging."""
@@ -154,14 +91,14 @@ class AdAutoMixStep(nn.Module):
         # 4-5. generator branch (gradient into G) and classifier branch (masks are constants)
         masks_g = self.generator([feat[p] for p in perms_g], lam_g_list)  # B x N x H x W
         sources_g = torch.stack([x[p] for p in perms_g], dim=1)  # B x N x 3 x H x W
-        x_mix_g = (masks_g.unsqueeze(2).to(x.dtype) * sources_g).sum(dim=1)
+        x_mix_g = mix_images(masks_g, sources_g)
         sources_c = torch.stack([x[p] for p in perms_c], dim=1)
         with torch.no_grad():
-            if self._plain_mix_in_classifier_branch(lam_c_list[0], n):
+            if self.plain_mix(lam_c_list[0], n):
                 masks_c = lam_c.view(1, n, 1, 1).expand(b, n, *x.shape[-2:])
             else:
                 masks_c = self.generator([feat[p] for p in perms_c], lam_c_list)
-            x_mix_c = (masks_c.unsqueeze(2).to(x.dtype) * sources_c).sum(dim=1)
+            x_mix_c = mix_images(masks_c, sources_c)
         targets_c = Targets(torch.stack([y[p] for p in perms_c], dim=1), lam_c.expand(b, n))
         targets_g = Targets(torch.stack([y[p] for p in perms_g], dim=1), lam_g.expand(b, n))
 
@@ -203,40 +140,3 @@ class AdAutoMixStep(nn.Module):
                      adversarial=torch.tensor(float(adversarial_step)), n_mix=torch.tensor(float(n)))
         parts["loss_cls"] = loss_cls.detach()
         return loss_cls, loss_gen, parts
-
-    # ------------------------------------------------------------------ step 9 and evaluation
-    def after_step(self, iteration: int, total_iterations: int) -> dict[str, float]:
-        """EMA update of the teacher after optimizer step ``iteration``; returns the momentum."""
-        if self.teacher is None:
-            return {}
-        return {"momentum": self.teacher.update(self.classifier, iteration, total_iterations)}
-
-    @property
-    def headline_model(self) -> nn.Module:
-        """The model that scores ``headline``: the teacher (or, without it, the classifier)."""
-        return self.teacher.model if self.teacher is not None else self.classifier
-
-    def eval_heads(self) -> dict[str, tuple[nn.Module, str]]:
-        """The four heads of the published logs: one_k, mix_k, one_q, mix_q."""
-        heads = {"one_q": (self.classifier, "one"), "mix_q": (self.classifier, "mix")}
-        if self.teacher is not None:
-            heads = {"one_k": (self.teacher.model, "one"), "mix_k": (self.teacher.model, "mix"), **heads}
-        return heads
-
-    @torch.no_grad()
-    def mixed_samples(self, x: torch.Tensor, y: torch.Tensor, seed: int = 0):
-        """Sources, generator masks and mixed images for pictures (the paper's Figures 12-14).
-
-        Returns ``(sources B x N x 3 x H x W, masks B x N x H x W, mixed B x 3 x H x W, λ (N),
-        labels B x N)``.
-        """
-        saved_rng, self.rng = self.rng, torch.Generator().manual_seed(seed)
-        try:
-            lam_g, _, perms_g, _ = self.draw(len(y), x.device)
-        finally:
-            self.rng = saved_rng
-        feat, _ = self._frozen_backbone(x)
-        masks = self.generator([feat[p] for p in perms_g], lam_g.tolist())
-        sources = torch.stack([x[p] for p in perms_g], dim=1)
-        labels = torch.stack([y[p] for p in perms_g], dim=1)
-        return sources, masks, (masks.unsqueeze(2) * sources).sum(dim=1), lam_g, labels

@@ -84,11 +84,12 @@ class MixGenerator(nn.Module):
         return masks.softmax(dim=1)
 
 
-def load_openmixup_generator(generator: MixGenerator, state_dict: dict) -> MixGenerator:
-    """Load the generator weights of a published OpenMixup AdAutoMix checkpoint.
+def load_openmixup_generator(generator: nn.Module, state_dict: dict) -> nn.Module:
+    """Load the generator weights of a published OpenMixup AdAutoMix or AutoMix checkpoint.
 
     Args:
-        generator: a ``MixGenerator`` built with the checkpoint's channels and ``lam_concat``.
+        generator: a ``MixGenerator`` (AdAutoMix) or ``mix_block.MixBlock`` (AutoMix) built with
+            the checkpoint's channels and ``lam_concat``.
         state_dict: the checkpoint (``{"state_dict": ...}`` or the bare dict); the keys under
             ``mix_block.`` are used, everything else is ignored.
     """
@@ -96,6 +97,6 @@ def load_openmixup_generator(generator: MixGenerator, state_dict: dict) -> MixGe
     prefix = "mix_block."
     weights = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
     if not weights:
-        raise KeyError("no 'mix_block.*' keys: not an OpenMixup AdAutoMix checkpoint")
+        raise KeyError("no 'mix_block.*' keys: not an OpenMixup AdAutoMix or AutoMix checkpoint")
     generator.load_state_dict(weights, strict=True)
     return generator

@@ -2,8 +2,8 @@
 
 Adding a method is its code (a mixing function in ``mixing.py`` or a step module of its own)
 plus one ``Method`` entry in ``METHODS`` below. The config validates ``method.name`` against
-this table and fills the default λ from it; the engine builds the step module from it; the
-benchmark, the studies and the docs list methods from it.
+this table and fills the default λ and the method's other defaults from it; the engine builds
+the step module from it; the benchmark, the studies and the docs list methods from it.
 
 A step module has ``forward(x, y) -> (loss, parts)`` (everything that needs gradients, so DDP
 can wrap it), ``after_step(iteration, total) -> dict``, ``eval_heads() -> {name: (model, head)}``,
@@ -13,8 +13,8 @@ forward.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import torch.nn as nn
 
@@ -39,6 +39,8 @@ class Method:
         needs: what it needs beyond a batch: ``"teacher"`` (an EMA copy of the classifier),
             ``"generator"`` (a learned mask generator), ``"input_gradient"`` (a saliency pass:
             the loss's gradient with respect to the images).
+        defaults: ``method.*`` keys whose default differs between methods (config value None =
+            take it from here; the config fills them in ``validate``).
     """
 
     name: str
@@ -47,6 +49,7 @@ class Method:
     build: Callable[["Config", int], nn.Module]
     params: tuple[str, ...] = ()
     needs: frozenset[str] = frozenset()
+    defaults: Mapping[str, Any] = field(default_factory=dict)
 
 
 def _hand_crafted(cfg: "Config", num_classes: int) -> nn.Module:
@@ -71,13 +74,23 @@ def _manifoldmix(cfg: "Config", num_classes: int) -> nn.Module:
                            cfg.method.mix_lambda, cfg.method.manifold_layers)
 
 
-def _adautomix(cfg: "Config", num_classes: int) -> nn.Module:
+def _two_head_classifier(cfg: "Config", num_classes: int):
     from ..models.cifar_resnet import build_classifier
+
+    return build_classifier(cfg.model.arch, cfg.model.width, num_classes, heads=("one", "mix"),
+                            zero_init_residual=cfg.model.zero_init_residual)
+
+
+def _adautomix(cfg: "Config", num_classes: int) -> nn.Module:
     from .adautomix import AdAutoMixStep
 
-    classifier = build_classifier(cfg.model.arch, cfg.model.width, num_classes, heads=("one", "mix"),
-                                  zero_init_residual=cfg.model.zero_init_residual)
-    return AdAutoMixStep.from_config(classifier, cfg.method)
+    return AdAutoMixStep.from_config(_two_head_classifier(cfg, num_classes), cfg.method)
+
+
+def _automix(cfg: "Config", num_classes: int) -> nn.Module:
+    from .automix import AutoMixStep
+
+    return AutoMixStep.from_config(_two_head_classifier(cfg, num_classes), cfg.method)
 
 
 def _puzzlemix(cfg: "Config", num_classes: int) -> nn.Module:
@@ -118,7 +131,13 @@ METHODS: dict[str, Method] = {m.name: m for m in [
            params=("n_mix", "alpha", "beta", "use_ce", "use_mce", "use_cos", "use_ema", "adversarial",
                    "lam_concat", "lam_margin", "lam_margin_rule", "random_n", "upsample",
                    "ema_schedule", "momentum", "momentum_end", "momentum_warmup"),
-           needs=frozenset({"teacher", "generator"})),
+           needs=frozenset({"teacher", "generator"}),
+           defaults={"lam_margin": 0.03, "upsample": "bilinear"}),  # the authors' CIFAR configs
+    Method("automix", "Liu et al., ECCV 2022, https://arxiv.org/abs/2103.13027", 2.0, _automix,
+           params=("mask_loss_weight", "mask_loss_margin", "lam_concat", "lam_margin", "upsample",
+                   "use_ema", "ema_schedule", "momentum", "momentum_end", "momentum_warmup"),
+           needs=frozenset({"teacher", "generator"}),
+           defaults={"lam_margin": 0.08, "upsample": "nearest"}),  # OpenMixup's CIFAR config
     Method("puzzlemix", "Kim et al., ICML 2020, https://arxiv.org/abs/2009.06962", 1.0, _puzzlemix,
            params=("block_num_min", "block_num_max", "mix_levels", "label_smoothness",
                    "data_smoothness", "prior_weight", "neigh_size", "transport", "transport_weight",
