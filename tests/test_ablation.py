@@ -274,6 +274,7 @@ def test_dead_tracking_server_warns_once_and_logging_stops(tmp_path, capfd):
     tracker.trial_started("abc", "method=mixup seed=0", {})
     tracker.trial_epoch("abc", {"epoch": 1, "top1": 50.0}, tmp_path)
     tracker.trial_ended("abc", "FINISHED", tmp_path)
+    tracker.flush()  # the tracker logs on its own thread
     err = capfd.readouterr().err
     assert err.count("WARNING: MLflow tracking failed") == 1 and uri in err
     assert "training continues" in err and str(tmp_path / "study") in err

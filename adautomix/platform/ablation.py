@@ -77,6 +77,16 @@ def _ident(study: Study, config: dict) -> Trial:
     return Trial(*_point(study, config))
 
 
+def _finished(study: Study, config: dict, metrics: dict) -> bool:
+    """Whether a trial's last report is its last epoch. (Tune's ``done`` flag says so only while
+    the experiment runs: a restored experiment's results do not keep it.)"""
+    if study.searcher == "grid":
+        epochs = study.trial(*_point(study, config)).config.train.epochs
+    else:
+        epochs = int(config.get("train.epochs", study.base.train.epochs))
+    return metrics.get("epoch", 0) >= epochs
+
+
 # ------------------------------------------------------------------------------ Tune's parts
 def _tracking_callback(tracker: tracking.StudyTracker, study: Study, study_dir: Path):
     """A Tune callback that hands each trial's start, epochs and end to ``tracker``.
@@ -107,7 +117,7 @@ def _tracking_callback(tracker: tracking.StudyTracker, study: Study, study_dir: 
 
         def on_trial_complete(self, iteration, trials, trial, **info):
             last = trial.last_result or {}
-            if last.get("done"):
+            if _finished(study, trial.config, last):
                 tracker.trial_ended(_ident(study, trial.config).key, "FINISHED", run_dir(trial))
             else:  # the scheduler stopped it
                 tracker.trial_ended(_ident(study, trial.config).key, "KILLED", run_dir(trial),
@@ -286,7 +296,7 @@ def run_study(study: Study, *, study_dir: Path | None = None, resume: bool = Fal
         if resume and tune.Tuner.can_restore(str(experiment)):
             tuner = tune.Tuner.restore(str(experiment), trainable(study, study_dir),
                                        resume_unfinished=True, resume_errored=True)
-            before = sum(bool((r.metrics or {}).get("done")) for r in tuner.get_results())
+            before = tuner.get_results().num_terminated  # finished or stopped early
         else:
             tuner = make_tuner(study, study_dir, tracker, max_concurrent or study.max_concurrent)
             before = 0
@@ -301,10 +311,8 @@ def run_study(study: Study, *, study_dir: Path | None = None, resume: bool = Fal
         if started:
             ray.shutdown()
 
-    records, failed = _records(study, grid)
-    incomplete = len(records) + len(failed) < study.total_trials()
-    if incomplete:  # interrupted: what Tune did not end is not a result
-        records = [r for r in records if r["status"] != "stopped_early"]
+    incomplete = grid.num_terminated + grid.num_errors < study.total_trials()  # interrupted
+    records, failed = _records(study, grid, incomplete)
     rows = report.aggregate(records, study.metric, study.mode,
                             [t.setting for t in study.trials()] if study.searcher == "grid" else None)
     table = report.markdown_table(rows, study.swept, study.metric)
@@ -318,19 +326,21 @@ def run_study(study: Study, *, study_dir: Path | None = None, resume: bool = Fal
                    study.total_trials() - before, incomplete)
 
 
-def _records(study: Study, grid) -> tuple[list[dict], list[str]]:
-    """Plain records of Tune's results (``evaluation.report``) and one line per failed trial."""
+def _records(study: Study, grid, incomplete: bool) -> tuple[list[dict], list[str]]:
+    """Plain records of Tune's results (``evaluation.report``) and one line per failed trial.
+    A trial that ended before its last epoch was stopped early, unless the study was
+    interrupted (then it may just be unfinished, and is left out)."""
     records, failed = [], []
     for result in grid:
         trial = _ident(study, result.config)
         metrics = {k: v for k, v in (result.metrics or {}).items()
                    if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        finished = _finished(study, result.config, metrics)
         if result.error is not None:
             failed.append(f"{trial.name}: {type(result.error).__name__}; see {result.path}")
-        elif "epoch" in metrics:
-            done = bool(result.metrics.get("done"))
+        elif "epoch" in metrics and (finished or not incomplete):
             records.append({"setting": trial.setting, "seed": trial.seed,
-                            "status": "finished" if done else "stopped_early",
+                            "status": "finished" if finished else "stopped_early",
                             "epochs_done": int(metrics["epoch"]), "metrics": metrics})
     return records, failed
 

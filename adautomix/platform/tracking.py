@@ -170,9 +170,9 @@ class StudyTracker:
     def trial_epoch(self, key: str, metrics: dict[str, float], run_dir: Path) -> None:
         """One epoch's metrics at step ``epoch``; with the first, every value of the trial's
         resolved ``config.yaml`` as a param (dotted keys) and its method, seed and data as tags."""
-        from mlflow.entities import Metric
-
         def log(c) -> None:
+            from mlflow.entities import Metric
+
             run_id = self._runs.get(key)
             if run_id is None or key in self._done:
                 return
@@ -239,6 +239,8 @@ class StudyTracker:
         takes seconds)."""
         if self._queue is None:
             from concurrent.futures import ThreadPoolExecutor
+
+            import mlflow.entities  # noqa: F401 - imported here once, not by two threads at a time
 
             self._queue = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlflow")
 
