@@ -64,6 +64,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.max_concurrent is not None and args.max_concurrent < 1:
         print("run_ablation.py: error: --max-concurrent must be >= 1", file=sys.stderr)
         return USAGE_ERROR
+    if args.max_concurrent is not None and args.resume:
+        print("run_ablation.py: error: --max-concurrent: a resumed study keeps the setting it was "
+              "started with (Tune restores it)", file=sys.stderr)
+        return USAGE_ERROR
     try:
         study = load_study(study_file, overrides, smoke=args.smoke)
     except StudyError as err:

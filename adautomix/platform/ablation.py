@@ -98,6 +98,8 @@ def _tracking_callback(tracker: tracking.StudyTracker, study: Study, study_dir: 
     from ray.tune import Callback
     from ray.tune.result import AUTO_RESULT_KEYS
 
+    commit = tracking.git_commit()
+
     def run_dir(trial) -> Path:
         return study_dir / TRIALS / _ident(study, trial.config).key
 
@@ -106,7 +108,7 @@ def _tracking_callback(tracker: tracking.StudyTracker, study: Study, study_dir: 
             t = _ident(study, trial.config)
             tracker.trial_started(t.key, t.name, {
                 tracking.STUDY_TAG: study.name, "adautomix.setting": json.dumps(t.setting, sort_keys=True),
-                "adautomix.git_commit": tracking.git_commit(),
+                "adautomix.git_commit": commit, "mlflow.source.git.commit": commit,
                 **{f"adautomix.swept.{k}": report.format_value(v) for k, v in t.setting.items()}})
 
         def on_trial_result(self, iteration, trials, trial, result, **info):

@@ -6,11 +6,14 @@ gradients of everything that learns (classifier, and AdAutoMix's generator) are 
 the one backward of each step. The EMA teacher is updated from identical classifier weights on
 every rank, so it stays identical without being broadcast. Only rank 0 writes the run directory.
 
-Checkpoints: rank 0 saves ``out_dir/checkpoints/last.pt`` (the engine), and every rank then calls
-``ray.train.report`` with rank 0 handing that folder to Ray. When a worker dies, Ray Train restarts
+Reports: after every epoch each rank calls ``ray.train.report`` with the epoch's record
+(``ReportEpochs``); every ``train.ckpt_every`` epochs rank 0 hands over the folder of
+``out_dir/checkpoints/last.pt``, which it has just written. When a worker dies, Ray Train restarts
 the group (``FailureConfig(max_failures=train.max_failures)``) and the new workers resume from
-``ray.train.get_checkpoint()``, so the epoch count continues. ``--resume`` of a stopped run starts
-from ``last.pt``.
+``ray.train.get_checkpoint()``, so the epoch count continues. The run has a fixed name and its
+storage in ``out_dir/ray/``, so a later launch of the same run (``--resume``, or a Tune trial
+continued by ``Tuner.restore``) is restored by Ray Train from its snapshot; ``last.pt`` serves
+``--resume`` when Ray's storage is gone.
 
 Cluster: ``address`` (or ``RAY_ADDRESS``) joins a running cluster, otherwise a local one is started
 with its dashboard on 127.0.0.1 and token authentication on. Inside a Ray job or task (a Tune

@@ -437,8 +437,9 @@ def load_study(path: str | Path, overrides: list[str] | None = None, smoke: bool
 def describe(study: Study) -> str:
     """What ``--dry-run`` prints: the study, then one line per trial it would run."""
     b, r = study.base, study.resources
-    where = ("in the trial process" if b.train.workers == 0 else
-             f"{r['workers']} Ray Train worker(s) x {r['cpus_per_worker']} CPU, {r['gpus_per_worker']} GPU")
+    where = (f"in the trial process ({r['cpus_per_worker']} CPU, {r['gpus_per_worker']} GPU)"
+             if b.train.workers == 0 else f"on {b.train.workers} Ray Train worker(s), each "
+             f"{b.train.resources_per_worker or ('1 GPU' if b.train.use_gpu else '1 CPU')}")
     lines = [
         f"study {study.name} ({study.path}){' [smoke]' if study.smoke else ''}",
         f"  searcher {study.searcher}, metric {study.metric} ({study.mode}), seeds {study.seeds}, "
