@@ -296,8 +296,11 @@ def test_tracker_is_picklable_without_its_client(tmp_path):
 def test_the_printed_url_opens_the_experiments_training_runs():
     from adautomix.platform.tracking import runs_url
 
-    assert runs_url("sqlite:////tmp/mlflow.db", "3") == "http://127.0.0.1:5000/#/experiments/3/runs"
-    assert runs_url("http://10.0.0.1:8080/", "7") == "http://10.0.0.1:8080/#/experiments/7/runs"
+    # checked by hand in headless Chromium against `mlflow server` 3.17: the Runs list of the
+    # experiment, with the UI on its "Model training" side (see README, MLflow)
+    view = "runs?workflowType=machine_learning"
+    assert runs_url("sqlite:////tmp/mlflow.db", "3") == f"http://127.0.0.1:5000/#/experiments/3/{view}"
+    assert runs_url("http://10.0.0.1:8080/", "7") == f"http://10.0.0.1:8080/#/experiments/7/{view}"
 
 
 # ------------------------------------------------------------------------------ whole studies
@@ -310,7 +313,7 @@ def test_smoke_study_logs_one_parent_and_a_child_per_trial(tmp_path, ray_cluster
     assert f"mlflow ui --backend-store-uri sqlite:///{tmp_path / 'mlflow.db'}" in done.stdout
     assert "| mixup | 1 |" in done.stdout and "| adautomix | 1 |" in done.stdout
     client, parents, children = study_runs(uri, "tiny")
-    assert f"http://127.0.0.1:5000/#/experiments/{parents[0].info.experiment_id}/runs" in done.stdout
+    assert f"http://127.0.0.1:5000/#/experiments/{parents[0].info.experiment_id}/runs?" in done.stdout
     assert len(parents) == 1 and len(children) == 2
     for run in children:
         check_child(client, run, parents[0].info.run_id, epochs=2)
@@ -371,7 +374,7 @@ def test_smoke_study_against_a_real_mlflow_server(tmp_path, ray_cluster, mlflow_
     assert done.returncode == 0, output(done)
     assert f"mlflow ui --backend-store-uri {mlflow_server}" in done.stdout
     client, parents, children = study_runs(mlflow_server, "tiny")
-    assert f"{mlflow_server}/#/experiments/{parents[0].info.experiment_id}/runs" in done.stdout
+    assert f"{mlflow_server}/#/experiments/{parents[0].info.experiment_id}/runs?" in done.stdout
     assert len(parents) == 1 and len(children) == 2
     for run in children:
         check_child(client, run, parents[0].info.run_id, epochs=2)

@@ -60,9 +60,10 @@ def ui_command(uri: str) -> str:
 
 def runs_url(uri: str, experiment_id: str) -> str:
     """The UI page of the experiment's training runs: on the server itself for an HTTP URI,
-    else where ``mlflow ui`` serves."""
+    else where ``mlflow ui`` serves. ``workflowType=machine_learning`` switches the UI (which
+    remembers GenAI as its mode otherwise) to its model-training side."""
     base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else UI_ADDRESS
-    return f"{base}/#/experiments/{experiment_id}/runs"
+    return f"{base}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
 
 
 def client(uri: str):
