@@ -40,6 +40,7 @@ MODEL_FILE = "model.pt"  # the headline model, written by ExportModel for the tr
 _HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
                   "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
 _MAX_PARAMS_PER_CALL = 100  # MLflow's log_batch limit
+_queue = None  # the thread that does the logging (StudyTracker._call)
 
 
 def resolve_tracking_uri(uri: str | None) -> str:
@@ -126,10 +127,9 @@ class StudyTracker:
         self._runs: dict[str, str] = {}  # trial key -> run id
         self._need_params: set[str] = set()  # runs that have no params yet
         self._done: set[str] = set()  # runs that were FINISHED when their trial started again
-        self._queue = None  # one thread does the logging, in order (see _call)
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_client": None, "_queue": None}
+        return {**self.__dict__, "_client": None}
 
     @classmethod
     def start(cls, uri: str, experiment: str, run_name: str, tags: dict[str, str],
@@ -230,20 +230,22 @@ class StudyTracker:
 
     def flush(self) -> None:
         """Wait until everything handed over so far is logged."""
-        if self._queue is not None:
-            self._queue.submit(lambda: None).result()
+        if _queue is not None:
+            _queue.submit(lambda: None).result()
 
     # ---------------------------------------------------------------- internals
     def _call(self, what: str, fn) -> None:
         """Run ``fn(client)`` on the tracker's own thread, in the order of the calls: Ray Tune
         calls the tracker from its event loop, which must not wait for the store (a model upload
-        takes seconds)."""
-        if self._queue is None:
+        takes seconds). One thread per process, shared by every tracker: the copy of the tracker
+        that a restored Tune experiment unpickles logs through it too, so ``flush`` waits for all."""
+        global _queue
+        if _queue is None:
             from concurrent.futures import ThreadPoolExecutor
 
             import mlflow.entities  # noqa: F401 - imported here once, not by two threads at a time
 
-            self._queue = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlflow")
+            _queue = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlflow")
 
         def run() -> None:
             if self.failed:
@@ -256,7 +258,7 @@ class StudyTracker:
                 self.failed = True
                 warn(self.uri, err, what, self.where)
 
-        self._queue.submit(run)
+        _queue.submit(run)
 
     def _log_model(self, run_id: str, run_dir: Path) -> None:
         import json
