@@ -265,6 +265,21 @@ def test_override_of_a_swept_key_is_refused(tmp_path):
         load_study(write_study(tmp_path), ["method.name=vanilla"])
 
 
+def test_resuming_a_study_with_a_changed_file_or_overrides_is_refused(tmp_path):
+    from adautomix.platform.ablation import STATE, run_study
+
+    path = write_study(tmp_path, base={**TINY_BASE, "train": {**TINY_BASE["train"], "epochs": 3}})
+    folder = tmp_path / "study"
+    folder.mkdir()
+    (folder / STATE).write_text(json.dumps({"fingerprint": load_study(path).fingerprint(),
+                                            "tracking_uri": None}))
+    for changed in (load_study(path, ["train.lr=0.05"]), load_study(path, smoke=True)):
+        with pytest.raises(StudyError, match="different study file, overrides or --smoke"):
+            run_study(changed, study_dir=folder, resume=True)
+    # the same trials, however written, are the same study
+    assert load_study(path, ["train.epochs=3"]).fingerprint() == load_study(path).fingerprint()
+
+
 # ------------------------------------------------------------------------------ tracking
 def test_dead_tracking_server_warns_once_and_logging_stops(tmp_path, capfd):
     from adautomix.platform.tracking import StudyTracker
