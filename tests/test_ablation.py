@@ -424,16 +424,20 @@ def checkpoint_of(run_dir: Path, in_trial: bool) -> int:
     return max(map(int, names), default=0)
 
 
-@pytest.mark.parametrize("in_trial", [True, pytest.param(False, marks=pytest.mark.slow)],
-                         ids=["in-trial", "ray-train"])
-def test_killed_driver_resumes_the_cut_trial_from_its_last_checkpoint(tmp_path, ray_cluster, in_trial):
+@pytest.mark.parametrize("kind", ["grid", pytest.param("ray-train", marks=pytest.mark.slow),
+                                  pytest.param("tpe", marks=pytest.mark.slow)])
+def test_killed_driver_resumes_the_cut_trial_from_its_last_checkpoint(tmp_path, ray_cluster, kind):
     # two trials, one at a time, six epochs each: the driver is killed (kill -9) once the first
-    # has finished and the second has its epoch-2 checkpoint, i.e. in the second's epoch 3
+    # has finished and the second has its epoch-2 checkpoint, i.e. in the second's epoch 3.
+    # grid: trials train in their own process; ray-train: each launches a one-worker Ray Train
+    # run; tpe: an Optuna search of two settings
+    in_trial = kind != "ray-train"
     base = {**TINY_BASE, "data": {"name": "digits", "limit_train": 512, "limit_test": 64},
             "train": {**TINY_BASE["train"], "epochs": 6}, "mlflow": {"log_model": False}}
-    path = write_study(tmp_path, space={"method.name": ["vanilla", "mixup"]}, base=base,
-                       resources={"workers": 1, "cpus_per_worker": 1, "in_trial": in_trial},
-                       max_concurrent=1)
+    search = dict(searcher="tpe", seeds=[0], num_samples=2, space={"train.lr": {"loguniform": [0.01, 0.2]}}) \
+        if kind == "tpe" else dict(space={"method.name": ["vanilla", "mixup"]})
+    path = write_study(tmp_path, base=base, resources={"workers": 1, "cpus_per_worker": 1, "in_trial": in_trial},
+                       max_concurrent=1, **search)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     args = [path, "--address", ray_cluster.address, "--tracking-uri", uri, "--out", tmp_path / "study"]
     trials = tmp_path / "study" / "trials"
@@ -479,6 +483,16 @@ def test_killed_driver_resumes_the_cut_trial_from_its_last_checkpoint(tmp_path, 
     # the finished trial did not run again: nothing in its folder changed
     assert {name: (finished / name).stat().st_mtime for name in own} == finished_files
     check_parent_artifacts(client, parents[0])
+    if kind == "tpe":  # the Optuna study went on: two trials, the cut one with its own setting
+        import optuna
+        from optuna.storages import JournalStorage
+        from optuna.storages.journal import JournalFileBackend
+
+        storage = JournalStorage(JournalFileBackend(str(tmp_path / "study" / "optuna.log")))
+        trials = optuna.load_study(study_name="tiny", storage=storage).trials
+        assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
+        cut_lr = yaml.safe_load((cut / "config.yaml").read_text())["train"]["lr"]
+        assert cut_lr in [t.params["train.lr"] for t in trials]
 
 
 def test_asha_without_train_epochs_trains_to_the_configured_epochs_unless_stopped_on_a_rung(tmp_path):
