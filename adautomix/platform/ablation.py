@@ -29,7 +29,6 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from ..engine import CHECKPOINT, Trainer
 from ..evaluation import report
