@@ -212,8 +212,13 @@ class StudyTracker:
         self._call(f"closing the run of trial {key}", end)
 
     def study_ended(self, files: list[Path], status: str, tags: dict[str, str]) -> None:
-        """The study's results on the parent run, which is closed with ``status``."""
+        """The study's results on the parent run, which is closed with ``status``; the runs of
+        trials cut off by an interruption are closed KILLED (``--resume`` opens them again)."""
         def end(c) -> None:
+            cut = c.search_runs([self.experiment_id], max_results=1000, filter_string=(
+                f"tags.`mlflow.parentRunId` = '{self.parent_run_id}' and attributes.status = 'RUNNING'"))
+            for run in cut:
+                c.set_terminated(run.info.run_id, status="KILLED")
             for path in files:
                 c.log_artifact(self.parent_run_id, str(path))
             for k, v in tags.items():
