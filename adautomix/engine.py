@@ -36,6 +36,31 @@ class RunExistsError(RuntimeError):
     """``out_dir`` already holds a run and ``train.resume`` is off."""
 
 
+class Callback:
+    """The engine's hooks; a logger or reporter overrides the ones it needs (the rest do nothing).
+
+    Under Ray Train every worker runs the loop: ``setup`` and ``on_epoch_end`` are called on every
+    rank (Ray Train's ``report`` must be called by all of them), the others on rank 0 only.
+    """
+
+    def setup(self, trainer: "Trainer") -> None:
+        """Every rank, once per launch, before the first epoch (after a checkpoint was restored)."""
+
+    def on_epoch(self, record: dict) -> None:
+        """Rank 0: the epoch's record, just written to ``metrics.jsonl``."""
+
+    def on_artifact(self, path: Path) -> None:
+        """Rank 0: a file written into the run directory (a mixed-sample picture)."""
+
+    def on_epoch_end(self, trainer: "Trainer", checkpoint: Path | None) -> None:
+        """Every rank, after each epoch (its record is ``trainer.history[-1]``); ``checkpoint``
+        is the file rank 0 has just written (every ``train.ckpt_every`` epochs and at the end),
+        else None."""
+
+    def on_end(self, summary: dict, trainer: "Trainer") -> None:
+        """Rank 0: the run is done and ``metrics.json`` written."""
+
+
 def select_device(cfg: Config) -> torch.device:
     """``cuda`` (the current device) when asked for or when ``auto`` finds one, else ``cpu``."""
     if cfg.train.device == "cpu" or (cfg.train.device == "auto" and not torch.cuda.is_available()):
@@ -129,13 +154,12 @@ class Trainer:
         cfg: validated config.
         rank, world_size: data-parallel position (1 process: 0, 1).
         wrap: turns the step module into what is called each step (DDP under Ray Train).
-        callbacks: objects with optional ``on_epoch(record)``, ``on_artifact(path)``,
-            ``on_checkpoint(epoch, path)`` and ``on_end(summary, trainer)``; called on every rank
-            for ``on_checkpoint`` (Ray needs each worker to report), on rank 0 otherwise.
+        callbacks: ``Callback`` objects (see there for which hook runs on which rank).
     """
 
     def __init__(self, cfg: Config, rank: int = 0, world_size: int = 1,
-                 wrap: Callable[[nn.Module], nn.Module] | None = None, callbacks: list | None = None,
+                 wrap: Callable[[nn.Module], nn.Module] | None = None,
+                 callbacks: list[Callback] | None = None,
                  device: torch.device | None = None, quiet: bool = False):
         self.cfg, self.rank, self.world_size = cfg, rank, world_size
         self.callbacks = callbacks or []
@@ -245,6 +269,8 @@ class Trainer:
                 self.progress.note(note)
             # lines after the checkpoint's epoch belong to work that is about to be redone
             (self.out / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in self.history))
+        for cb in self.callbacks:
+            cb.setup(self)
         headline = self.step.headline
         while self.epoch < self.cfg.train.epochs:
             record = {"epoch": self.epoch + 1, **self.train_epoch()}
@@ -261,19 +287,20 @@ class Trainer:
                 self.progress.epoch(record)
                 self._pictures()
                 for cb in self.callbacks:
-                    getattr(cb, "on_epoch", lambda r: None)(record)
+                    cb.on_epoch(record)
+            checkpoint = None
             if self.epoch % self.cfg.train.ckpt_every == 0 or self.epoch == self.cfg.train.epochs:
-                path = self.out / CHECKPOINT
+                checkpoint = self.out / CHECKPOINT
                 if self.rank == 0:
-                    self.save_checkpoint(path)
-                for cb in self.callbacks:
-                    getattr(cb, "on_checkpoint", lambda e, p: None)(self.epoch, path)
+                    self.save_checkpoint(checkpoint)
+            for cb in self.callbacks:
+                cb.on_epoch_end(self, checkpoint)
         summary = summarize(self.history, headline)
         if self.rank == 0:
             (self.out / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
             self.progress.done(summary)
             for cb in self.callbacks:
-                getattr(cb, "on_end", lambda s, t: None)(summary, self)
+                cb.on_end(summary, self)
         return summary
 
     def _pictures(self) -> None:
@@ -290,7 +317,7 @@ class Trainer:
         save_mixed_samples(self.step, x[:6], y[:6], self.spec, path, self.epoch,
                            title=getattr(self.step, "display_name", self.cfg.method.name))
         for cb in self.callbacks:
-            getattr(cb, "on_artifact", lambda p: None)(path)
+            cb.on_artifact(path)
 
 
 def summarize(history: list[dict], headline: str) -> dict:
@@ -308,7 +335,7 @@ def summarize(history: list[dict], headline: str) -> dict:
     }
 
 
-def train(cfg: Config, callbacks: list | None = None, quiet: bool = False) -> dict:
+def train(cfg: Config, callbacks: list[Callback] | None = None, quiet: bool = False) -> dict:
     """Train ``cfg`` in this process (``train.workers == 0``) and return the summary."""
     out = check_run_dir(cfg)
     trainer = Trainer(cfg, callbacks=callbacks, quiet=quiet)  # reads the data: errors stop here

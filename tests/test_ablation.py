@@ -1,10 +1,10 @@
 """The ablation platform: study files, `tune/run_ablation.py`, and what lands in MLflow.
 
 Everything is real: Ray Tune + Optuna on the session's Ray cluster (conftest.py, `ray start` on
-127.0.0.1 with token authentication) or on a local cluster the runner starts itself, Ray Train
-runs inside the trials, MLflow stores on SQLite or behind a real `mlflow server` on 127.0.0.1.
-Studies are tiny (ResNet-18 at 1/8 width, 256 digits, 2 epochs): most of a test's time is Ray
-and MLflow starting up.
+127.0.0.1 with token authentication) or on a local cluster the runner starts itself, trials that
+train in their own process or launch Ray Train runs, MLflow stores on SQLite or behind a real
+`mlflow server` on 127.0.0.1, and `kill -9` of the study's driver. Studies are tiny (ResNet-18 at
+1/8 width, a few hundred digits, 2-6 epochs): most of a test's time is Ray and MLflow starting up.
 """
 from __future__ import annotations
 
@@ -23,8 +23,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from adautomix.config import Config, flatten, load_config, to_dict
-from adautomix.platform.study import StudyError, format_value, load_study
+from adautomix.config import Config, flatten, to_dict
+from adautomix.evaluation.report import format_value
+from adautomix.platform.study import StudyError, load_study
 
 from conftest import REPO, cluster_env
 
@@ -78,8 +79,8 @@ def study_runs(uri: str, study: str):
 
 
 def check_child(client, run, parent_id: str, epochs: int) -> None:
-    """A trial's run: nested under the parent, every resolved config value, per-epoch metrics,
-    tags, artifacts."""
+    """A trial's run: nested under the parent, every resolved config value, each epoch's metrics
+    once, tags, artifacts."""
     assert run.info.status == "FINISHED"
     assert run.data.tags["mlflow.parentRunId"] == parent_id
     params = run.data.params
@@ -108,6 +109,15 @@ def check_parent_artifacts(client, parent) -> None:
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"study.yaml", "results.csv", "results.md", "results.png"} <= artifacts
     assert parent.info.status == "FINISHED"
+    # MLflow 3's UI opens a model-training experiment on its runs (not the GenAI overview)
+    experiment = client.get_experiment(parent.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+def quiet_end(done) -> None:
+    """A study that went well prints no warning and no traceback (Ray's shutdown included)."""
+    for text in ("Traceback", "Exception ignored", "SystemExit", "WARNING", "Warning"):
+        assert text not in done.stderr, output(done)
 
 
 # ------------------------------------------------------------------------------ study files
@@ -152,8 +162,8 @@ def test_dry_run_lists_every_trial_of_each_shipped_study(path, capsys):
 
 def test_smoke_keeps_the_study_but_shrinks_each_trial():
     study = load_study(REPO / "ablations" / "n_mix.yaml", smoke=True)
-    assert [t.setting["method.n_mix"] for t in study.grid_trials()] == [2, 3, 4, 5]
-    cfg = study.config_for(study.grid_trials()[0])
+    assert [t.setting["method.n_mix"] for t in study.trials()] == [2, 3, 4, 5]
+    cfg = study.trials()[0].config
     assert (cfg.train.epochs, cfg.data.limit_train, cfg.model.width) == (2, 256, 0.125)
     assert cfg.method.name == "adautomix"
 
@@ -162,18 +172,52 @@ def test_overrides_reach_the_base_config_of_every_trial():
     study = load_study(REPO / "ablations" / "n_mix.yaml",
                        ["data.name=cifar100", "data.root=/data", "train.epochs=800", "train.workers=4",
                         "train.use_gpu=true"])
-    for trial in study.grid_trials():
-        cfg = study.config_for(trial)
+    for trial in study.trials():
+        cfg = trial.config
         assert (cfg.data.name, cfg.data.root, cfg.train.epochs, cfg.train.workers, cfg.train.use_gpu) \
             == ("cifar100", "/data", 800, 4, True)
         assert cfg.method.n_mix == trial.setting["method.n_mix"] and cfg.seed == trial.seed
+        assert cfg.out_dir == f"trials/{trial.key}"
+
+
+def test_each_trial_carries_its_own_resolved_config_and_defaults_come_from_config():
+    study = load_study(REPO / "ablations" / "default.yaml")
+    configs = [t.config for t in study.trials()]
+    assert len({id(c) for c in configs}) == 9, "no config object is shared between trials"
+    assert [(c.method.name, c.seed) for c in configs] == \
+        [(m, s) for m in ("vanilla", "mixup", "adautomix") for s in (0, 1, 2)]
+    assert study.trial({"method.name": "mixup"}, 1) is study.trials()[4]
+    # one worker trains inside the trial process, with the trial's CPUs as torch threads
+    assert all((c.train.workers, c.train.threads) == (0, 1) for c in configs)
+    # a key the study file leaves out keeps the Config default (not a guess of the runner)
+    assert configs[0].train.max_failures == Config().train.max_failures
+    assert configs[3].method.mix_lambda == 1.0  # mixup's λ from the method registry
+
+
+def test_ray_train_runs_one_worker_when_asked_and_tpe_settings_are_explicit(tmp_path):
+    study = load_study(write_study(tmp_path, resources={"workers": 1, "cpus_per_worker": 2, "in_trial": False}))
+    cfg = study.trials()[0].config
+    assert (cfg.train.workers, cfg.train.resources_per_worker) == (1, {"CPU": 2})
+    tpe = load_study(write_study(tmp_path, searcher="tpe", seeds=[0], num_samples=3, tpe={"n_startup_trials": 2},
+                                 space={"train.lr": {"loguniform": [0.01, 0.4]}}))
+    assert tpe.tpe == {"seed": 0, "n_startup_trials": 2, "multivariate": False, "constant_liar": True}
+    trial = tpe.trial({"train.lr": 0.05}, 0)
+    assert (trial.config.train.lr, trial.config.seed) == (0.05, 0)
+
+
+def test_epochs_for_early_stopping_come_from_the_trials_configs(tmp_path):
+    base = {k: v for k, v in TINY_BASE.items() if k != "train"}  # no train.epochs: Config's default
+    study = load_study(write_study(tmp_path, base=base, scheduler={"name": "asha"}))
+    assert study.max_epochs() == Config().train.epochs
+    swept = load_study(write_study(tmp_path, base=base, space={"train.epochs": [3, 7]}))
+    assert swept.max_epochs() == 7
 
 
 def test_module_variants_switch_the_paper_modules():
     study = load_study(REPO / "ablations" / "modules.yaml")
     switches = {}
-    for trial in study.grid_trials():
-        m = study.config_for(trial).method
+    for trial in study.trials():
+        m = trial.config.method
         switches[trial.setting["variant"]] = (m.use_ce, m.use_mce, m.use_cos, m.use_ema)
     assert switches == {"basic": (False, False, False, False), "+ce+mce": (True, True, False, False),
                         "+cos": (True, True, True, False), "+ema": (True, True, True, True)}
@@ -221,32 +265,57 @@ def test_override_of_a_swept_key_is_refused(tmp_path):
         load_study(write_study(tmp_path), ["method.name=vanilla"])
 
 
+def test_resuming_a_study_with_a_changed_file_or_overrides_is_refused(tmp_path):
+    from adautomix.platform.ablation import STATE, run_study
+
+    path = write_study(tmp_path, base={**TINY_BASE, "train": {**TINY_BASE["train"], "epochs": 3}})
+    folder = tmp_path / "study"
+    folder.mkdir()
+    (folder / STATE).write_text(json.dumps({"fingerprint": load_study(path).fingerprint(),
+                                            "tracking_uri": None}))
+    for changed in (load_study(path, ["train.lr=0.05"]), load_study(path, smoke=True)):
+        with pytest.raises(StudyError, match="different study file, overrides or --smoke"):
+            run_study(changed, study_dir=folder, resume=True)
+    # the same trials, however written, are the same study
+    assert load_study(path, ["train.epochs=3"]).fingerprint() == load_study(path).fingerprint()
+
+
 # ------------------------------------------------------------------------------ tracking
-def test_dead_tracking_server_never_stops_training(tmp_path, capfd):
-    from adautomix.engine import train
-    from adautomix.platform.tracking import MlflowTracker
+def test_dead_tracking_server_warns_once_and_logging_stops(tmp_path, capfd):
+    from adautomix.platform.tracking import StudyTracker
 
     uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
-    cfg = load_config(overrides={**flatten(TINY_BASE), "method.name": "mixup",
-                                 "out_dir": str(tmp_path / "run")})
-    summary = train(cfg, callbacks=[MlflowTracker(uri, "0" * 32, log_model=True, out_dir=cfg.out_dir)], quiet=True)
-    assert summary["epochs_done"] == 2
+    tracker = StudyTracker(uri, "1", "0" * 32, where=str(tmp_path / "study"))
+    tracker.trial_started("abc", "method=mixup seed=0", {})
+    tracker.trial_epoch("abc", {"epoch": 1, "top1": 50.0}, tmp_path)
+    tracker.trial_ended("abc", "FINISHED", tmp_path)
+    tracker.flush()  # the tracker logs on its own thread
     err = capfd.readouterr().err
     assert err.count("WARNING: MLflow tracking failed") == 1 and uri in err
-    assert "training continues" in err and str(tmp_path / "run") in err
-    assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 2
+    assert "training continues" in err and str(tmp_path / "study") in err
+    assert tracker.failed
 
 
 def test_tracker_is_picklable_without_its_client(tmp_path):
     import pickle
 
-    from adautomix.platform.tracking import MlflowTracker, resolve_tracking_uri
+    from adautomix.platform.tracking import StudyTracker, resolve_tracking_uri
 
     uri = resolve_tracking_uri(f"sqlite:///{tmp_path / 'm.db'}")
-    tracker = MlflowTracker(uri, "abc")
+    tracker = StudyTracker(uri, "1", "abc")
     tracker._client = object()  # an open client never travels
     clone = pickle.loads(pickle.dumps(tracker))
-    assert (clone.tracking_uri, clone.run_id, clone._client) == (uri, "abc", None)
+    assert (clone.uri, clone.experiment_id, clone.parent_run_id, clone._client) == (uri, "1", "abc", None)
+
+
+def test_the_printed_url_opens_the_experiments_training_runs():
+    from adautomix.platform.tracking import runs_url
+
+    # checked by hand in headless Chromium against `mlflow server` 3.17: the Runs list of the
+    # experiment, with the UI on its "Model training" side (see README, MLflow)
+    view = "runs?workflowType=machine_learning"
+    assert runs_url("sqlite:////tmp/mlflow.db", "3") == f"http://127.0.0.1:5000/#/experiments/3/{view}"
+    assert runs_url("http://10.0.0.1:8080/", "7") == f"http://10.0.0.1:8080/#/experiments/7/{view}"
 
 
 # ------------------------------------------------------------------------------ whole studies
@@ -255,9 +324,11 @@ def test_smoke_study_logs_one_parent_and_a_child_per_trial(tmp_path, ray_cluster
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     done = run_cli([path, "--smoke", "--address", ray_cluster.address, "--tracking-uri", uri], tmp_path)
     assert done.returncode == 0, output(done)
+    quiet_end(done)  # a grid study ends without a warning
     assert f"mlflow ui --backend-store-uri sqlite:///{tmp_path / 'mlflow.db'}" in done.stdout
     assert "| mixup | 1 |" in done.stdout and "| adautomix | 1 |" in done.stdout
     client, parents, children = study_runs(uri, "tiny")
+    assert f"http://127.0.0.1:5000/#/experiments/{parents[0].info.experiment_id}/runs?" in done.stdout
     assert len(parents) == 1 and len(children) == 2
     for run in children:
         check_child(client, run, parents[0].info.run_id, epochs=2)
@@ -268,6 +339,7 @@ def test_smoke_study_logs_one_parent_and_a_child_per_trial(tmp_path, ray_cluster
     import torch
 
     run = next(r for r in children if r.data.params["method.name"] == "adautomix")
+    assert run.data.tags["adautomix.model_head"] == "one_k"  # the EMA teacher's one-hot head
     mlflow.set_tracking_uri(uri)
     model = mlflow.pytorch.load_model(run.data.tags["adautomix.model_uri"])
     assert model(torch.zeros(3, 3, 32, 32)).shape == (3, 10)
@@ -317,6 +389,7 @@ def test_smoke_study_against_a_real_mlflow_server(tmp_path, ray_cluster, mlflow_
     assert done.returncode == 0, output(done)
     assert f"mlflow ui --backend-store-uri {mlflow_server}" in done.stdout
     client, parents, children = study_runs(mlflow_server, "tiny")
+    assert f"{mlflow_server}/#/experiments/{parents[0].info.experiment_id}/runs?" in done.stdout
     assert len(parents) == 1 and len(children) == 2
     for run in children:
         check_child(client, run, parents[0].info.run_id, epochs=2)
@@ -336,43 +409,118 @@ def test_study_with_the_tracking_server_down_still_trains(tmp_path, ray_cluster)
     assert len(metrics) == 1 and json.loads(metrics[0].read_text())["epochs_done"] == 2
 
 
-@pytest.mark.slow
-def test_resume_after_kill_9_runs_only_the_missing_trials(tmp_path, ray_cluster):
-    # four trials, one at a time: the kill lands while one is finished and the next is running
-    path = write_study(tmp_path, space={"method.name": ["vanilla", "mixup"]}, seeds=2,
-                       resources={"workers": 1, "cpus_per_worker": 1}, max_concurrent=1)
+def epochs_of(run_dir: Path) -> list[dict]:
+    path = run_dir / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def checkpoint_of(run_dir: Path, in_trial: bool) -> int:
+    """The last epoch whose checkpoint Ray has recorded for the trial: Tune's (the experiment
+    state is written after each trial checkpoint) or Ray Train's run snapshot."""
+    if in_trial:  # checkpoint_000000 holds epoch 1 (the epochs are reported one by one)
+        return max((int(p.name.split("_")[1]) + 1 for p in run_dir.glob("checkpoint_0*")), default=0)
+    snapshot = run_dir / "ray" / "train" / "checkpoint_manager_snapshot.json"
+    names = re.findall(r"epoch_(\d{5})", snapshot.read_text()) if snapshot.exists() else []
+    return max(map(int, names), default=0)
+
+
+@pytest.mark.parametrize("kind", ["grid", pytest.param("ray-train", marks=pytest.mark.slow),
+                                  pytest.param("tpe", marks=pytest.mark.slow)])
+def test_killed_driver_resumes_the_cut_trial_from_its_last_checkpoint(tmp_path, ray_cluster, kind):
+    # two trials, one at a time, six epochs each: the driver is killed (kill -9) once the first
+    # has finished and the second has its epoch-2 checkpoint, i.e. in the second's epoch 3.
+    # grid: trials train in their own process; ray-train: each launches a one-worker Ray Train
+    # run; tpe: an Optuna search of two settings
+    in_trial = kind != "ray-train"
+    base = {**TINY_BASE, "data": {"name": "digits", "limit_train": 512, "limit_test": 64},
+            "train": {**TINY_BASE["train"], "epochs": 6}, "mlflow": {"log_model": False}}
+    search = dict(searcher="tpe", seeds=[0], num_samples=2, space={"train.lr": {"loguniform": [0.01, 0.2]}}) \
+        if kind == "tpe" else dict(space={"method.name": ["vanilla", "mixup"]})
+    path = write_study(tmp_path, base=base, resources={"workers": 1, "cpus_per_worker": 1, "in_trial": in_trial},
+                       max_concurrent=1, **search)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     args = [path, "--address", ray_cluster.address, "--tracking-uri", uri, "--out", tmp_path / "study"]
-    records = tmp_path / "study" / "trials.jsonl"
+    trials = tmp_path / "study" / "trials"
     proc = subprocess.Popen([sys.executable, str(RUNNER), *map(str, args)], cwd=tmp_path,
                             env=cluster_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    finished = cut = None
     deadline = time.monotonic() + 400
-    while time.monotonic() < deadline and proc.poll() is None:
-        if records.exists() and len(records.read_text().splitlines()) >= 1:
-            break
-        time.sleep(0.5)
-    assert proc.poll() is None, "the study ended before it could be killed"
+    while time.monotonic() < deadline and proc.poll() is None and cut is None:
+        runs = [d for d in trials.glob("*") if (d / "config.yaml").exists()] if trials.exists() else []
+        finished = next((d for d in runs if (d / "metrics.json").exists()), None)
+        for d in runs:
+            if d != finished and finished is not None and checkpoint_of(d, in_trial) >= 2:
+                cut = d
+        time.sleep(0.1)
+    assert proc.poll() is None and cut is not None, "the study ended before it could be killed"
+    if in_trial:  # Tune writes its experiment state right after recording a trial's checkpoint
+        state = max(trials.glob("experiment_state-*.json"), key=lambda p: p.stat().st_mtime)
+        while state.stat().st_mtime < max(p.stat().st_mtime for p in cut.glob("checkpoint_0*")):
+            time.sleep(0.05)
+    kept = checkpoint_of(cut, in_trial)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
-    before = {json.loads(ln)["key"]: json.loads(ln) for ln in records.read_text().splitlines()}
-    assert 1 <= len(before) < 4
-    kept_mtime = {k: (tmp_path / "study" / "trials" / k / "metrics.json").stat().st_mtime for k in before}
+    before = epochs_of(cut)
+    assert kept >= 2 and len(before) < 6, f"killed after epoch {len(before)} (checkpoint {kept})"
+    client, parents, children = study_runs(uri, "tiny")
+    run_id = {r.data.tags["adautomix.trial_key"]: r.info.run_id for r in children}
+    own = ["config.yaml", "metrics.jsonl", "metrics.json", "checkpoints/last.pt"]
+    finished_files = {name: (finished / name).stat().st_mtime for name in own}
 
     done = run_cli([*args, "--resume"], tmp_path)
     assert done.returncode == 0, output(done)
-    assert f"{len(before)} finished before, {4 - len(before)} to run" in done.stdout
+    assert "1 finished before" in done.stdout, output(done)
+    after = epochs_of(cut)
+    assert [r["epoch"] for r in after] == [1, 2, 3, 4, 5, 6]
+    # epochs up to the kept checkpoint are the ones trained before the kill, not trained again
+    assert after[:kept] == before[:kept]
     client, parents, children = study_runs(uri, "tiny")
     assert len(parents) == 1, "the resumed study keeps its parent run"
-    keys = [r.data.tags["adautomix.trial_key"] for r in children]
-    assert len(children) == 4 and len(set(keys)) == 4, "one run per trial, no duplicates"
-    for run in children:
-        check_child(client, run, parents[0].info.run_id, epochs=2)
-    for key, rec in before.items():  # finished trials were neither rerun nor logged again
-        assert rec["mlflow_run_id"] in {r.info.run_id for r in children}
-        assert (tmp_path / "study" / "trials" / key / "metrics.json").stat().st_mtime == kept_mtime[key]
-    lines = records.read_text().splitlines()
-    assert len(lines) == 4 and len({json.loads(ln)["key"] for ln in lines}) == 4
+    assert sorted(r.data.tags["adautomix.trial_key"] for r in children) == sorted(run_id), "no duplicates"
+    for run in children:  # each trial kept its run; its metrics hold each epoch once
+        assert run.info.run_id == run_id[run.data.tags["adautomix.trial_key"]]
+        check_child(client, run, parents[0].info.run_id, epochs=6)
+    # the finished trial did not run again: nothing in its folder changed
+    assert {name: (finished / name).stat().st_mtime for name in own} == finished_files
     check_parent_artifacts(client, parents[0])
+    if kind == "tpe":  # the Optuna study went on: two trials, the cut one with its own setting
+        import optuna
+        from optuna.storages import JournalStorage
+        from optuna.storages.journal import JournalFileBackend
+
+        storage = JournalStorage(JournalFileBackend(str(tmp_path / "study" / "optuna.log")))
+        trials = optuna.load_study(study_name="tiny", storage=storage).trials
+        assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
+        cut_lr = yaml.safe_load((cut / "config.yaml").read_text())["train"]["lr"]
+        assert cut_lr in [t.params["train.lr"] for t in trials]
+
+
+def test_asha_without_train_epochs_trains_to_the_configured_epochs_unless_stopped_on_a_rung(tmp_path):
+    # the study file sets no train.epochs: trials train Config's default (10) unless ASHA stops
+    # them at a rung (1, 2, 4, 8 epochs); a TPE search on a local cluster the runner starts itself
+    base = {"data": {"name": "digits", "limit_train": 64, "limit_test": 64}, "model": {"width": 0.125},
+            "method": {"name": "vanilla"}, "train": {"batch_size": 32}}
+    path = write_study(tmp_path, searcher="tpe", num_samples=4, seeds=[0], tpe={"n_startup_trials": 2},
+                       space={"train.lr": {"loguniform": [0.001, 0.4]}}, base=base, max_concurrent=2,
+                       scheduler={"name": "asha", "grace_period": 1, "reduction_factor": 2})
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    done = run_cli([path, "--tracking-uri", uri, "--out", tmp_path / "study"], tmp_path)
+    assert done.returncode == 0, output(done)
+    quiet_end(done)
+    assert (tmp_path / "study" / "optuna.log").exists()  # the Optuna study is on disk
+    client, parents, children = study_runs(uri, "tiny")
+    assert len(parents) == 1 and len(children) == 4
+    epochs = Config().train.epochs
+    finished = 0
+    for run in children:
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "top1")]
+        if run.info.status == "FINISHED":
+            finished += 1
+            check_child(client, run, parents[0].info.run_id, epochs=epochs)
+        else:
+            assert run.info.status == "KILLED" and "adautomix.stopped_early" in run.data.tags
+            assert steps == list(range(1, len(steps) + 1)) and len(steps) in (1, 2, 4, 8)
+    assert finished >= 1
 
 
 @pytest.mark.slow
@@ -390,29 +538,3 @@ def test_ray_job_submit_of_a_smoke_study_logs_to_the_tracking_store(tmp_path, ra
     for run in children:
         check_child(client, run, parents[0].info.run_id, epochs=2)
     check_parent_artifacts(client, parents[0])
-
-
-@pytest.mark.slow
-def test_asha_search_closes_every_trial_run_finished_or_stopped_early(tmp_path):
-    # a TPE search with ASHA on a local cluster the runner starts itself (the bare-command path)
-    path = write_study(tmp_path, searcher="tpe", num_samples=4, seeds=[0], max_concurrent=2,
-                       space={"train.lr": {"loguniform": [0.001, 0.4]}},
-                       base={**TINY_BASE, "method": {"name": "vanilla"}, "mlflow": {"log_model": False},
-                             "train": {**TINY_BASE["train"], "epochs": 4}},
-                       scheduler={"name": "asha", "grace_period": 1, "reduction_factor": 2})
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    env = cluster_env()
-    done = run_cli([path, "--tracking-uri", uri, "--out", tmp_path / "study"], tmp_path, env=env)
-    assert done.returncode == 0, output(done)
-    client, parents, children = study_runs(uri, "tiny")
-    assert len(parents) == 1 and len(children) == 4
-    records = [json.loads(ln) for ln in (tmp_path / "study" / "trials.jsonl").read_text().splitlines()]
-    assert len(records) == 4
-    for run in children:
-        rec = next(r for r in records if r["mlflow_run_id"] == run.info.run_id)
-        epochs = [m.step for m in client.get_metric_history(run.info.run_id, "top1")]
-        if rec["status"] == "stopped_early":
-            assert run.info.status == "KILLED" and "adautomix.stopped_early" in run.data.tags
-            assert epochs == list(range(1, rec["epochs_done"] + 1)) and rec["epochs_done"] < 4
-        else:
-            check_child(client, run, parents[0].info.run_id, epochs=4)

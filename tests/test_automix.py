@@ -20,7 +20,7 @@ import torch
 import yaml
 
 from adautomix.config import ConfigError, load_config
-from adautomix.engine import build_step, resolve_schedules, train
+from adautomix.engine import Callback, build_step, resolve_schedules, train
 from adautomix.methods.automix import AutoMixStep
 from adautomix.methods.generator import load_openmixup_generator
 from adautomix.methods.mix_block import MixBlock, mask_loss
@@ -422,18 +422,15 @@ def test_automix_trains_on_digits_from_the_cli(tmp_path):
     assert (out / "pictures" / "mixed_epoch0002.png").is_file()
 
 
-class SaveWeights:
-    """Each rank writes its classifier's, Mix Block's and teacher's parameters at every checkpoint."""
+class SaveWeights(Callback):
+    """Each rank writes its classifier's, Mix Block's and teacher's parameters after every epoch."""
 
     def __init__(self, folder: Path):
         self.folder = folder
 
-    def setup(self, trainer):
-        self.trainer = trainer
-
-    def on_checkpoint(self, epoch, path):
-        params = {k: v.detach().cpu().clone() for k, v in self.trainer.step.named_parameters()}
-        torch.save(params, self.folder / f"rank{self.trainer.rank}_epoch{epoch}.pt")
+    def on_epoch_end(self, trainer, checkpoint):
+        params = {k: v.detach().cpu().clone() for k, v in trainer.step.named_parameters()}
+        torch.save(params, self.folder / f"rank{trainer.rank}_epoch{trainer.epoch}.pt")
 
 
 def test_two_ray_train_workers_match_one_process_and_stay_in_step(tmp_path, ray_connected):

@@ -13,7 +13,7 @@ from tiny_data import write_cifar100, write_imagefolder
 
 from adautomix.cli import main as cli_main
 from adautomix.config import Config, ConfigError, from_dict, load_config
-from adautomix.engine import CHECKPOINT, RunExistsError, WarmupCosine, select_device, train
+from adautomix.engine import CHECKPOINT, Callback, RunExistsError, WarmupCosine, select_device, train
 
 # Small enough for a 2-core CPU: a 1/8-width ResNet-18 on 256 digits, one thread.
 TINY = {"model.width": 0.125, "data.limit_train": 256, "data.limit_test": 128,
@@ -39,14 +39,14 @@ class Interrupted(Exception):
     pass
 
 
-class StopAfterCheckpoint:
+class StopAfterCheckpoint(Callback):
     """Callback that kills the run right after the checkpoint of ``epoch`` is written."""
 
     def __init__(self, epoch: int):
         self.epoch = epoch
 
-    def on_checkpoint(self, epoch: int, path: Path) -> None:
-        if epoch == self.epoch:
+    def on_epoch_end(self, trainer, checkpoint: Path | None) -> None:
+        if checkpoint is not None and trainer.epoch == self.epoch:
             raise Interrupted
 
 

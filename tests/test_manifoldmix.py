@@ -19,7 +19,7 @@ import yaml
 from scipy import stats
 
 from adautomix.config import ConfigError, load_config
-from adautomix.engine import build_step, train
+from adautomix.engine import Callback, build_step, train
 from adautomix.methods.manifoldmix import manifold_mixup
 from adautomix.methods.mixing import mixed_cross_entropy, mixup
 from adautomix.models.cifar_resnet import build_classifier
@@ -252,18 +252,15 @@ def test_cli_refuses_a_bad_layer_with_exit_code_2_and_one_line(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-class SaveClassifier:
-    """Each rank writes its classifier's parameters at every checkpoint (one step per epoch)."""
+class SaveClassifier(Callback):
+    """Each rank writes its classifier's parameters after every epoch (one step per epoch)."""
 
     def __init__(self, folder: Path):
         self.folder = folder
 
-    def setup(self, trainer):
-        self.trainer = trainer
-
-    def on_checkpoint(self, epoch, path):
-        params = {k: v.detach().cpu().clone() for k, v in self.trainer.step.classifier.named_parameters()}
-        torch.save(params, self.folder / f"rank{self.trainer.rank}_epoch{epoch}.pt")
+    def on_epoch_end(self, trainer, checkpoint):
+        params = {k: v.detach().cpu().clone() for k, v in trainer.step.classifier.named_parameters()}
+        torch.save(params, self.folder / f"rank{trainer.rank}_epoch{trainer.epoch}.pt")
 
 
 def test_two_ray_train_workers_match_one_process_and_stay_in_step(tmp_path, ray_connected):

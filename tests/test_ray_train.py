@@ -20,7 +20,7 @@ import torch
 
 from adautomix.config import ConfigError, load_config
 from adautomix.data.datasets import build_loaders
-from adautomix.engine import train
+from adautomix.engine import Callback, train
 from adautomix.platform.ray_train import RayTrainError, train_with_ray
 
 from conftest import REPO, cluster_env
@@ -50,22 +50,19 @@ def epochs_in(run: Path) -> list[int]:
 # callbacks run on the workers (picklable; `setup` is called on every rank)
 
 
-class SaveTeacher:
-    """Each rank writes its teacher's parameters at every checkpoint."""
+class SaveTeacher(Callback):
+    """Each rank writes its teacher's parameters after every epoch."""
 
     def __init__(self, folder: Path):
         self.folder = folder
 
-    def setup(self, trainer):
-        self.trainer = trainer
-
-    def on_checkpoint(self, epoch, path):
-        teacher = self.trainer.step.teacher.model
+    def on_epoch_end(self, trainer, checkpoint):
+        teacher = trainer.step.teacher.model
         params = {k: v.detach().cpu().clone() for k, v in teacher.named_parameters()}
-        torch.save(params, self.folder / f"teacher_rank{self.trainer.rank}_epoch{epoch}.pt")
+        torch.save(params, self.folder / f"teacher_rank{trainer.rank}_epoch{trainer.epoch}.pt")
 
 
-class RecordWhere:
+class RecordWhere(Callback):
     """Each rank records the Ray node it runs on."""
 
     def __init__(self, folder: Path):
@@ -77,7 +74,7 @@ class RecordWhere:
         (self.folder / f"rank{trainer.rank}.node").write_text(ray.get_runtime_context().get_node_id())
 
 
-class KillRankOnceAfterFirstCheckpoint:
+class KillRankOnceAfterFirstCheckpoint(Callback):
     """On the first attempt only, rank 1 is SIGKILLed once Ray Train has registered the epoch-1
     checkpoint (its manager's snapshot names it); every start and every epoch is logged."""
 
@@ -85,7 +82,6 @@ class KillRankOnceAfterFirstCheckpoint:
         self.folder, self.run = folder, run
 
     def setup(self, trainer):
-        self.trainer = trainer
         with (self.folder / "starts.txt").open("a") as fh:
             fh.write(f"{trainer.rank} {trainer.epoch} {os.getpid()}\n")
 
@@ -93,9 +89,9 @@ class KillRankOnceAfterFirstCheckpoint:
         with (self.folder / "epochs.txt").open("a") as fh:
             fh.write(f"{record['epoch']}\n")
 
-    def on_checkpoint(self, epoch, path):
+    def on_epoch_end(self, trainer, checkpoint):
         marker = self.folder / "killed"
-        if self.trainer.rank != 1 or epoch != 1 or marker.exists():
+        if trainer.rank != 1 or trainer.epoch != 1 or marker.exists():
             return
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
@@ -124,7 +120,7 @@ def test_rank_shards_of_a_global_batch_reassemble_the_one_process_batch():
         assert torch.equal(y[0::2], y0) and torch.equal(y[1::2], y1)
 
 
-class WithoutGradientAllReduce:
+class WithoutGradientAllReduce(Callback):
     """A broken data-parallel run for contrast: each rank steps on its own shard's gradient."""
 
     def setup(self, trainer):

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Run an AdAutoMix ablation study (Ray Tune + Optuna, each trial a Ray Train run, MLflow).
+"""Run an AdAutoMix ablation study (Ray Tune grids or Optuna TPE searches, tracked in MLflow).
 
     python tune/run_ablation.py                                # ablations/default.yaml on digits
     python tune/run_ablation.py ablations/n_mix.yaml data.name=cifar100 data.root=/data \
@@ -39,8 +39,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--smoke", action="store_true",
                    help="the same study, tiny (2 epochs, 256 images, width 0.125, one seed)")
     p.add_argument("--resume", action="store_true",
-                   help="continue the latest folder of this study (or --out): finished trials "
-                        "are neither rerun nor logged twice")
+                   help="continue the latest folder of this study (or --out) with Tune's restore: "
+                        "unfinished trials go on from their last checkpoint, finished ones stay")
     p.add_argument("--dry-run", action="store_true", help="print the trials it would run and exit")
     p.add_argument("--address", default=None,
                    help="Ray cluster to join (default: $RAY_ADDRESS, else a new local one)")
@@ -64,6 +64,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.max_concurrent is not None and args.max_concurrent < 1:
         print("run_ablation.py: error: --max-concurrent must be >= 1", file=sys.stderr)
         return USAGE_ERROR
+    if args.max_concurrent is not None and args.resume:
+        print("run_ablation.py: error: --max-concurrent: a resumed study keeps the setting it was "
+              "started with (Tune restores it)", file=sys.stderr)
+        return USAGE_ERROR
     try:
         study = load_study(study_file, overrides, smoke=args.smoke)
     except StudyError as err:
@@ -74,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     from adautomix.platform.ablation import run_study
-    from adautomix.platform.tracking import ui_command
+    from adautomix.platform.tracking import runs_url, ui_command
 
     start = time.perf_counter()
     try:
@@ -90,19 +94,20 @@ def main(argv: list[str] | None = None) -> int:
           f"★ = {study.metric} ({study.mode}):\n")
     print(outcome.table)
     print(f"\nresults: {outcome.study_dir}/results.md, results.csv, results.png")
-    if outcome.errors:
-        print(f"\n{len(outcome.errors)} trial(s) failed:", *outcome.errors, sep="\n  ", file=sys.stderr)
+    if outcome.failed:
+        print(f"\n{len(outcome.failed)} trial(s) failed:", *outcome.failed, sep="\n  ", file=sys.stderr)
     if outcome.incomplete:
         print(f"\nthe study is incomplete ({len(outcome.records)} of {study.total_trials()} trials); "
               f"continue it with: python tune/run_ablation.py {study.path} "
               + " ".join(study.overrides + (["--smoke"] if study.smoke else []))
               + f" --resume --out {outcome.study_dir}", file=sys.stderr)
     if outcome.tracking_uri:
-        print(f"MLflow: {ui_command(outcome.tracking_uri)}")
+        print(f"MLflow: {ui_command(outcome.tracking_uri)}\n"
+              f"        then open {runs_url(outcome.tracking_uri, outcome.experiment_id)}")
     else:
         print("MLflow: tracking was unavailable (see the warning above); the metrics are in "
               f"{outcome.study_dir}/trials/*/metrics.jsonl")
-    return 1 if outcome.errors or outcome.incomplete else 0
+    return 1 if outcome.failed or outcome.incomplete else 0
 
 
 if __name__ == "__main__":

@@ -6,11 +6,14 @@ gradients of everything that learns (classifier, and AdAutoMix's generator) are 
 the one backward of each step. The EMA teacher is updated from identical classifier weights on
 every rank, so it stays identical without being broadcast. Only rank 0 writes the run directory.
 
-Checkpoints: rank 0 saves ``out_dir/checkpoints/last.pt`` (the engine), and every rank then calls
-``ray.train.report`` with rank 0 handing that folder to Ray. When a worker dies, Ray Train restarts
+Reports: after every epoch each rank calls ``ray.train.report`` with the epoch's record
+(``ReportEpochs``); every ``train.ckpt_every`` epochs rank 0 hands over the folder of
+``out_dir/checkpoints/last.pt``, which it has just written. When a worker dies, Ray Train restarts
 the group (``FailureConfig(max_failures=train.max_failures)``) and the new workers resume from
-``ray.train.get_checkpoint()``, so the epoch count continues. ``--resume`` of a stopped run starts
-from ``last.pt``.
+``ray.train.get_checkpoint()``, so the epoch count continues. The run has a fixed name and its
+storage in ``out_dir/ray/``, so a later launch of the same run (``--resume``, or a Tune trial
+continued by ``Tuner.restore``) is restored by Ray Train from its snapshot; ``last.pt`` serves
+``--resume`` when Ray's storage is gone.
 
 Cluster: ``address`` (or ``RAY_ADDRESS``) joins a running cluster, otherwise a local one is started
 with its dashboard on 127.0.0.1 and token authentication on. Inside a Ray job or task (a Tune
@@ -21,21 +24,23 @@ Ray Train: https://docs.ray.io/en/latest/train/train.html
 """
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
 import os
 import shutil
-import time
+import socket
 from pathlib import Path
 
-from ..config import Config, ConfigError, from_dict, to_dict
+from ..config import Config, ConfigError
 from ..data.datasets import DataError
-from ..engine import CHECKPOINT, Trainer, check_run_dir, summarize, write_config
+from ..engine import CHECKPOINT, Callback, Trainer, check_run_dir, write_config
 
-# Ray Train's own checkpoint storage for one launch, inside the run directory; removed when the
-# launch ends because it only duplicates checkpoints/last.pt.
+# Ray Train's own storage (its checkpoint copies and the run's snapshot) inside the run directory,
+# under a fixed run name, so that a second launch of the same run is restored by Ray Train itself.
 RAY_STORAGE = "ray"
+RUN_NAME = "train"
 
 
 class RayTrainError(RuntimeError):
@@ -45,29 +50,47 @@ class RayTrainError(RuntimeError):
 # ------------------------------------------------------------------------------------- workers
 
 
-class _ReportCheckpoints:
-    """Hands each checkpoint of the engine to Ray Train, so a restarted group can resume from it.
+class ReportEpochs(Callback):
+    """Each epoch's record goes to Ray, with the checkpoint when one was written: the one route
+    by which a run's metrics reach Ray (Tune's table, schedulers such as ASHA, the MLflow logger).
 
-    Every rank must call ``ray.train.report`` the same number of times (it is a barrier); only
-    rank 0 passes the checkpoint folder, which it has just written.
+    ``to="train"`` on Ray Train workers: ``ray.train.report`` is collective, so every rank calls
+    it each epoch and rank 0 hands over the checkpoint folder it has just written; inside a Tune
+    trial Ray's ``TuneReportCallback`` passes rank 0's record on to Tune. ``to="tune"`` when the
+    run trains inside the Tune trial process itself: ``ray.tune.report``.
     """
 
-    def __init__(self, trainer: Trainer):
-        self.trainer = trainer
+    def __init__(self, to: str = "train"):
+        if to not in ("train", "tune"):
+            raise ValueError(f"to={to!r}: expected 'train' or 'tune'")
+        self.to = to
 
-    def on_checkpoint(self, epoch: int, path: Path) -> None:
+    def setup(self, trainer: Trainer) -> None:
+        if trainer.history and trainer.epoch >= trainer.cfg.train.epochs:
+            # restored from the run's last checkpoint (the launch that finished it was cut off
+            # before Ray recorded the end): report the final record once more, train nothing
+            self._report(trainer, None)
+
+    def on_epoch_end(self, trainer: Trainer, checkpoint: Path | None) -> None:
+        self._report(trainer, checkpoint)
+
+    def _report(self, trainer: Trainer, checkpoint: Path | None) -> None:
+        metrics = {k: v for k, v in trainer.history[-1].items()
+                   if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        if self.to == "tune":
+            from ray import tune
+
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(checkpoint.parent))
+                        if checkpoint is not None else None)
+            return
         import ray.train
 
-        trainer = self.trainer
-        checkpoint = None
-        if trainer.rank == 0:
-            checkpoint = ray.train.Checkpoint.from_directory(str(path.parent))
-        metrics = {k: v for k, v in trainer.history[-1].items() if isinstance(v, (int, float))}
-        if epoch == trainer.cfg.train.epochs:
-            # Ray's Result holds the metrics of the last checkpoint: the run's summary goes there
-            metrics["summary"] = summarize(trainer.history, trainer.step.headline)
+        if checkpoint is None or trainer.rank != 0:
+            ray.train.report(metrics)
+            return
         # delete_local_checkpoint_after_upload=False: the folder is the run's own checkpoints/
-        ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=f"epoch_{epoch:05d}",
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(checkpoint.parent)),
+                         checkpoint_dir_name=f"epoch_{trainer.epoch:05d}",
                          delete_local_checkpoint_after_upload=False)
 
 
@@ -85,7 +108,7 @@ def _worker_loop(config: dict) -> None:
     import torch
     from torch.nn.parallel import DistributedDataParallel
 
-    cfg = from_dict(config["cfg"])
+    cfg: Config = config["cfg"]
     # Ray Train's worker logging sends INFO records of every logger to the console (one of its
     # modules logs each report there); training progress is printed, so warnings are enough.
     logging.getLogger().setLevel(logging.WARNING)
@@ -104,28 +127,27 @@ def _worker_loop(config: dict) -> None:
             step, device_ids=[device.index] if device.type == "cuda" else None,
             find_unused_parameters=unused)
 
-    user_callbacks = list(config.get("callbacks") or [])
-    reporter = _ReportCheckpoints(None)
-    trainer = Trainer(cfg, rank, world_size, wrap=wrap, callbacks=[reporter, *user_callbacks],
-                      device=device, quiet=config.get("quiet", False))
-    reporter.trainer = trainer
-
-    restored = ray.train.get_checkpoint()  # set when Ray Train restarted the group after a failure
+    callbacks = [ReportEpochs("train"), *config["callbacks"]]
+    trainer = Trainer(cfg, rank, world_size, wrap=wrap, callbacks=callbacks, device=device,
+                      quiet=config["quiet"])
+    # set when Ray Train restarted the group after a failure, or a launch with this run's name
+    # and storage finds the run's snapshot (a Tune trial continued by Tuner.restore)
+    restored = ray.train.get_checkpoint()
     if restored is not None:
         with restored.as_directory() as folder:
             trainer.load_checkpoint(Path(folder) / Path(CHECKPOINT).name)
     elif cfg.train.resume:
         trainer.load_checkpoint(Path(cfg.out_dir) / CHECKPOINT)
-    for cb in user_callbacks:
-        getattr(cb, "setup", lambda t: None)(trainer)
     trainer.fit()
 
 
 # ------------------------------------------------------------------------------------- driver
 
 
-def _connect(address: str | None) -> None:
-    """Join ``address`` / ``RAY_ADDRESS``, or start a local cluster; keep Ray's logs quiet."""
+def connect(address: str | None) -> bool:
+    """Join ``address`` / ``RAY_ADDRESS``, or start a local cluster (never a stray one) with its
+    dashboard on 127.0.0.1; keep Ray's logs quiet. Returns whether a local cluster was started
+    (the caller stops it with ``ray.shutdown()``)."""
     import ray
 
     address = address or os.environ.get("RAY_ADDRESS") or None
@@ -135,23 +157,28 @@ def _connect(address: str | None) -> None:
                 address.split(":")[-1] != connected.split(":")[-1]:
             raise RayTrainError(f"this process is already connected to the Ray cluster at "
                                 f"{connected}, not {address}")
-        return
+        return False
     quiet = dict(
         log_to_driver=True,  # rank 0's progress lines come through the driver's stdout
         logging_level=logging.WARNING,
-        # a job LoggingConfig also drops the "(RayTrainWorker pid=...)" prefix of worker lines
+        # the job's workers log warnings only (and without the "(RayTrainWorker pid=...)" prefix)
         logging_config=ray.LoggingConfig(encoding="TEXT", log_level="WARNING"),
     )
+    if address is None:
+        # Ray Train V2 frees the workers of a run whose controller died (a Tune trial stopped
+        # by ASHA) through the dashboard's state API, which its actors find by auto-detection;
+        # with a second Ray cluster on the machine that fails ("multiple active Ray instances")
+        # and the CPUs are never given back. Name this cluster's API server for them.
+        port = _free_port(8265)
+        quiet.update(include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port,
+                     runtime_env={"env_vars": {"RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}})
     # A new local cluster gets token authentication (Ray >= 2.5x, token in ~/.ray/auth_token,
     # made on first use); Ray then warns on every start that it is on. Keep it on, drop the notice.
     notice = logging.getLogger("ray._private.authentication.authentication_token_setup")
     level = notice.level
     notice.setLevel(logging.ERROR)
     try:
-        if address is None:
-            ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1", **quiet)
-        else:
-            ray.init(address=address, **quiet)
+        ray.init(address=address or "local", **quiet)
     except ConnectionError as err:
         hint = ""
         if os.environ.get("RAY_AUTH_MODE", "").lower() != "token":
@@ -161,6 +188,19 @@ def _connect(address: str | None) -> None:
         raise RayTrainError(f"cannot reach the Ray cluster at {address}: {err}{hint}") from None
     finally:
         notice.setLevel(level)
+    return address is None
+
+
+def _free_port(preferred: int) -> int:
+    """``preferred`` when nothing listens there, else a free port on 127.0.0.1."""
+    for port in (preferred, 0):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return sock.getsockname()[1]
+    raise OSError("no free port on 127.0.0.1")
 
 
 def _worker_resources(cfg: Config) -> dict[str, float]:
@@ -226,19 +266,27 @@ def _remove_if_empty(folder: Path) -> None:
         folder.rmdir()
 
 
-def train_with_ray(cfg: Config, address: str | None = None, callbacks: list | None = None,
-                   quiet: bool = False) -> dict:
+def train_with_ray(cfg: Config, address: str | None = None, callbacks: list[Callback] | None = None,
+                   quiet: bool = False, *, run_callbacks: list | None = None,
+                   keep_storage: bool = False) -> dict:
     """Train ``cfg`` with ``cfg.train.workers`` Ray Train workers; returns the summary.
+
+    Ray Train's storage for the run is ``out_dir/ray/train`` (a fixed name): a later launch of
+    the same run, e.g. a Tune trial continued by ``Tuner.restore``, is restored by Ray Train from
+    its snapshot, and the workers start from the last reported checkpoint.
 
     Args:
         cfg: validated config with ``train.workers >= 1``; the global batch
             ``train.batch_size`` is split evenly: each worker takes ``batch_size / workers``.
         address: Ray cluster to join (``host:port``, ``auto``, ``ray://...``); default
             ``RAY_ADDRESS``, else a new local cluster.
-        callbacks: picklable objects given to the Trainer on every worker (engine callbacks:
-            ``on_epoch``, ``on_artifact``, ``on_end`` run on rank 0 only; ``on_checkpoint`` and
-            ``setup(trainer)`` on every rank).
+        callbacks: engine ``Callback`` objects given to the Trainer on every worker (picklable).
         quiet: no progress lines.
+        run_callbacks: Ray Train callbacks of the run (e.g. Ray's ``TuneReportCallback`` when
+            the run is a Tune trial).
+        keep_storage: keep Ray Train's storage when the run has finished (a study keeps it, so a
+            restored trial that had finished is not trained again); by default it is removed,
+            since it only duplicates ``checkpoints/last.pt``.
 
     Returns:
         The summary written to ``metrics.json`` (as ``engine.train`` returns it).
@@ -248,7 +296,7 @@ def train_with_ray(cfg: Config, address: str | None = None, callbacks: list | No
     if cfg.train.sync_bn and cfg.train.workers > 1 and not cfg.train.use_gpu:
         raise ConfigError("train.sync_bn=True is not allowed without train.use_gpu=true: PyTorch's "
                           "SyncBatchNorm runs on CUDA only (CPU workers normalise over their shard)")
-    cfg = from_dict(to_dict(cfg))  # a copy: out_dir is made absolute for the workers
+    cfg = copy.deepcopy(cfg)  # out_dir is made absolute for the workers
     cfg.out_dir = str(Path(cfg.out_dir).expanduser().resolve())
     out = check_run_dir(cfg)
 
@@ -263,44 +311,38 @@ def train_with_ray(cfg: Config, address: str | None = None, callbacks: list | No
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    _connect(address)
+    connect(address)
     check_cluster_fits(cfg)
     write_config(cfg)
 
     t = cfg.train
-    launch = time.strftime("%Y%m%d-%H%M%S")
     trainer = TorchTrainer(
         _worker_loop,
-        train_loop_config={"cfg": to_dict(cfg), "callbacks": list(callbacks or []), "quiet": quiet},
+        train_loop_config={"cfg": cfg, "callbacks": list(callbacks or []), "quiet": quiet},
         torch_config=TorchConfig(backend="nccl" if t.use_gpu else "gloo"),
         scaling_config=ray.train.ScalingConfig(
             num_workers=t.workers, use_gpu=t.use_gpu,
             resources_per_worker=dict(t.resources_per_worker) or None),
         run_config=ray.train.RunConfig(
-            name=launch, storage_path=str(out / RAY_STORAGE),
+            name=RUN_NAME, storage_path=str(out / RAY_STORAGE), callbacks=list(run_callbacks or []),
             failure_config=ray.train.FailureConfig(max_failures=t.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
             logging_config=ray.train.LoggingConfig(log_level="WARNING")),
     )
     try:
-        result = trainer.fit()
+        trainer.fit()
     except ray.train.TrainingFailedError as err:
         bad = _bad_input(err)
         if bad is not None:  # e.g. data missing on the workers: undo what this launch wrote
             if not cfg.train.resume and not (out / "metrics.jsonl").exists():
                 (out / "config.yaml").unlink(missing_ok=True)
+                shutil.rmtree(out / RAY_STORAGE, ignore_errors=True)
+                _remove_if_empty(out)
             raise bad.with_traceback(None) from None
         hint = (f"; {out / CHECKPOINT} holds the last checkpoint: add --resume to continue"
                 if (out / CHECKPOINT).exists() else "")
         raise RayTrainError(f"training failed (train.max_failures={t.max_failures} restarts "
                             f"allowed){hint}.\n{err}") from err
-    finally:
-        # Ray's copies of the checkpoints serve restarts within this launch only; the run's own
-        # checkpoint is checkpoints/last.pt (what --resume reads)
-        shutil.rmtree(out / RAY_STORAGE / launch, ignore_errors=True)
-        _remove_if_empty(out / RAY_STORAGE)
-        _remove_if_empty(out)
-    summary = (result.metrics or {}).get("summary")
-    if summary is None:  # nothing was left to train (a --resume of a finished run)
-        summary = json.loads((out / "metrics.json").read_text())
-    return summary
+    if not keep_storage:
+        shutil.rmtree(out / RAY_STORAGE, ignore_errors=True)
+    return json.loads((out / "metrics.json").read_text())

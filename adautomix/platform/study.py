@@ -1,4 +1,5 @@
-"""Ablation studies: a declarative YAML file -> a validated ``Study`` -> the list of trials.
+"""Ablation studies: a declarative YAML file -> a validated ``Study`` -> its trials, each with its
+resolved ``Config``.
 
 The paper's ablations (Adversarial AutoMixup, Qin et al., ICLR 2024,
 https://arxiv.org/abs/2312.11954, §4 "Ablation": Tables 5, 8, 9, 10, Figures 6 and 10) are each
@@ -10,18 +11,21 @@ one small file in ``ablations/``. A study file holds::
     space: {method.n_mix: [2, 3, 4, 5]}     # dotted config key -> values (grid) or a distribution
     #   or named variants, each a set of overrides (grid only), e.g. the module ablation:
     #   space: {variant: {basic: {method.use_ce: false, ...}, full: {}}}
-    searcher: grid                 # grid (Optuna GridSampler) | tpe (Optuna TPESampler)
+    searcher: grid                 # grid (Ray Tune's grid search) | tpe (Optuna's TPE sampler)
     seeds: 3                       # runs per setting: an int N (seeds 0..N-1) or a list of seeds
                                    # (tpe: one seed; each sampled setting runs once)
     num_samples: 20                # tpe only: how many settings to try
+    tpe: {seed: 0, n_startup_trials: 10, multivariate: false, constant_liar: true}  # tpe only
     metric: top1_median_last10     # what the table, the plot and the searcher rank by
     mode: max
-    resources: {workers: 1, cpus_per_worker: 1, gpus_per_worker: 0}
+    resources: {workers: 1, cpus_per_worker: 1, gpus_per_worker: 0, in_trial: true}
     scheduler: {name: asha, grace_period: 2, reduction_factor: 2}   # optional (early stopping)
     max_concurrent: 2              # trials running at once
     smoke: {train.epochs: 2}       # optional extra overrides for --smoke
 
-Everything is checked here, before Ray starts: a bad file raises ``StudyError`` naming the key.
+A grid study's trials (every point x every seed) are built here, each config validated once;
+a TPE trial's config is built (and validated) when Optuna has picked its setting. Everything that
+can be checked before Ray starts is: a bad file raises ``StudyError`` naming the key.
 Nothing in this module imports Ray, Optuna or MLflow.
 """
 from __future__ import annotations
@@ -37,14 +41,18 @@ from typing import Any
 import yaml
 
 from ..config import Config, ConfigError, flatten, load_config, to_dict
+from ..evaluation.report import format_value, short_key
 
 SEARCHERS = ("grid", "tpe")
 MODES = ("max", "min")
 SCHEDULERS = ("asha",)
-STUDY_KEYS = ("name", "description", "base", "space", "searcher", "seeds", "num_samples", "metric",
-              "mode", "resources", "scheduler", "max_concurrent", "smoke")
-RESOURCE_KEYS = ("workers", "cpus_per_worker", "gpus_per_worker")
+STUDY_KEYS = ("name", "description", "base", "space", "searcher", "seeds", "num_samples", "tpe",
+              "metric", "mode", "resources", "scheduler", "max_concurrent", "smoke")
+RESOURCES = {"workers": 1, "cpus_per_worker": 1, "gpus_per_worker": 0, "in_trial": True}
 SCHEDULER_KEYS = ("name", "grace_period", "reduction_factor")
+# Optuna's TPESampler settings a study may set; written out so that a search is reproducible
+# and its settings are on record (Optuna's own defaults, except the seed)
+TPE_DEFAULTS = {"seed": 0, "n_startup_trials": 10, "multivariate": False, "constant_liar": True}
 # tpe distributions: {kind: [low, high]} or {choice: [v1, v2, ...]}
 DISTRIBUTIONS = ("uniform", "loguniform", "int", "choice")
 # metrics a trial reports every epoch (the heads' top1_<head> come on top, per method)
@@ -62,6 +70,7 @@ SMOKE_OVERRIDES = {
 }
 SMOKE_MAX_SAMPLES = 2  # tpe searches try at most this many settings under --smoke
 VARIANT = "variant"  # a space key whose values are named sets of overrides
+TRIALS = "trials"  # the study folder's subfolder of trial run directories (Tune's experiment)
 
 
 class StudyError(ValueError):
@@ -70,31 +79,30 @@ class StudyError(ValueError):
 
 @dataclass
 class Trial:
-    """One run of the study: a setting of the swept keys and a seed.
+    """One run of the study: a setting of the swept keys, a seed, and its resolved config.
 
     ``key`` identifies the trial across invocations (``--resume``): a hash of the setting and the
-    seed, stored as a tag on the MLflow child run and in the study's ``trials.jsonl``.
+    seed; it names the trial's run directory (``trials/<key>/``, relative to the study folder,
+    also ``config.out_dir``) and tags its MLflow run.
     """
 
     setting: dict[str, Any]  # swept dotted key -> value
     seed: int
+    config: Config | None = field(default=None, repr=False)
 
     @property
     def key(self) -> str:
-        blob = json.dumps({"setting": self.setting, "seed": self.seed}, sort_keys=True)
-        return hashlib.sha1(blob.encode()).hexdigest()[:12]
+        return trial_key(self.setting, self.seed)
 
     @property
     def name(self) -> str:
         parts = [f"{short_key(k)}={format_value(v)}" for k, v in self.setting.items()]
         return " ".join(parts + [f"seed={self.seed}"])
 
-    def overrides(self, variants: dict[str, dict] | None = None) -> dict[str, Any]:
-        """Config overrides of this trial; a ``variant`` value expands to its overrides."""
-        out = {k: v for k, v in self.setting.items() if k != VARIANT}
-        if VARIANT in self.setting:
-            out.update((variants or {})[self.setting[VARIANT]])
-        return {**out, "seed": self.seed}
+
+def trial_key(setting: dict[str, Any], seed: int) -> str:
+    blob = json.dumps({"setting": setting, "seed": seed}, sort_keys=True)
+    return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
 
 @dataclass
@@ -104,60 +112,61 @@ class Study:
     name: str
     path: Path
     description: str
-    base: dict[str, Any]  # flattened: dotted key -> value (study base, resources, smoke, CLI)
+    base: Config  # the resolved base config (study base, resources, smoke, command line)
+    overrides_base: dict[str, Any]  # the dotted overrides ``base`` was built from
     space: dict[str, Any]  # grid: key -> list of values; tpe: key -> {kind: args}
     searcher: str
     seeds: list[int]
-    num_samples: int  # tpe: settings to try; grid: len(grid points)
+    num_samples: int  # tpe: settings to try; grid: grid points
     metric: str
     mode: str
-    resources: dict[str, float]
+    resources: dict[str, Any]
     scheduler: dict[str, Any] | None
     max_concurrent: int
+    tpe: dict[str, Any] = field(default_factory=dict)  # TPESampler settings (tpe only)
     smoke: bool = False
     variants: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> overrides
-    overrides: list[str] = field(default_factory=list)
+    overrides: list[str] = field(default_factory=list)  # key=value from the command line
     text: str = ""  # the study file as written
+    grid: list[Trial] = field(default_factory=list)  # grid only: every point x every seed
 
     @property
     def swept(self) -> list[str]:
         return list(self.space)
 
-    def config_for(self, trial: Trial, out_dir: str = "") -> Config:
-        """The resolved config of one trial (base, then the trial's setting and seed)."""
-        return load_config(overrides={**self.base, **trial.overrides(self.variants),
-                                      "out_dir": out_dir or "x"})
+    def trials(self) -> list[Trial]:
+        """A grid study's trials in the file's order (points, then seeds), configs resolved."""
+        return self.grid
 
-    def grid_trials(self) -> list[Trial]:
-        """Every grid point x every seed, in the file's order (grid searcher only)."""
-        keys = list(self.space)
-        points = itertools.product(*(self.space[k] for k in keys))
-        return [Trial(dict(zip(keys, p)), s) for p in points for s in self.seeds]
+    def trial(self, setting: dict[str, Any], seed: int) -> Trial:
+        """The trial of ``setting`` and ``seed``: a grid's own ``Trial``, or a TPE trial built
+        (and validated) now from the values Optuna picked."""
+        key = trial_key(setting, seed)
+        for trial in self.grid:
+            if trial.key == key:
+                return trial
+        if self.searcher == "grid":
+            raise StudyError(f"study {self.path}: no grid point {setting} with seed {seed}")
+        return _make_trial(self, setting, seed)
 
     def total_trials(self) -> int:
-        if self.searcher == "grid":
-            return len(self.grid_trials())
-        return self.num_samples
+        return len(self.grid) if self.searcher == "grid" else self.num_samples
+
+    def max_epochs(self) -> int:
+        """The most epochs any trial trains (what early stopping counts up to)."""
+        if self.grid:
+            return max(t.config.train.epochs for t in self.grid)
+        spec = self.space.get("train.epochs")
+        return int(max(_candidate_values(spec))) if spec else self.base.train.epochs
 
     def fingerprint(self) -> str:
         """Changes when anything that decides the trials' configs changes (checked by --resume)."""
-        blob = json.dumps({"base": self.base, "space": self.space, "variants": self.variants,
-                           "searcher": self.searcher,
-                           "seeds": self.seeds, "num_samples": self.num_samples}, sort_keys=True,
-                          default=str)
+        base = to_dict(self.base)
+        base.pop("out_dir")
+        blob = json.dumps({"base": base, "space": self.space, "variants": self.variants,
+                           "searcher": self.searcher, "seeds": self.seeds, "tpe": self.tpe,
+                           "num_samples": self.num_samples}, sort_keys=True, default=str)
         return hashlib.sha1(blob.encode()).hexdigest()[:12]
-
-
-def short_key(key: str) -> str:
-    """``method.n_mix`` -> ``n_mix``, ``method.name`` -> ``method`` (the part that names the knob)."""
-    parts = key.split(".")
-    return parts[-2] if parts[-1] == "name" and len(parts) > 1 else parts[-1]
-
-
-def format_value(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
 
 
 def _fail(path: Path, key: str, message: str) -> None:
@@ -170,11 +179,22 @@ def _check_type(path: Path, key: str, value: Any, typ: type | tuple, what: str) 
         _fail(path, key, f"expected {what}, got {value!r}")
 
 
-def _check_config(path: Path, where: str, overrides: dict[str, Any]) -> Config:
+def _config(path: Path, where: str, overrides: dict[str, Any]) -> Config:
     try:
-        return load_config(overrides={**overrides, "out_dir": "x"})
+        return load_config(overrides=overrides)
     except ConfigError as err:
         raise StudyError(f"study {path}: {where}: {err}") from None
+
+
+def _make_trial(study: Study, setting: dict[str, Any], seed: int) -> Trial:
+    """A trial with its config: the study's base overrides, then the setting and the seed."""
+    overrides = {k: v for k, v in setting.items() if k != VARIANT}
+    if VARIANT in setting:
+        overrides.update(study.variants[setting[VARIANT]])
+    trial = Trial(dict(setting), seed)
+    trial.config = _config(study.path, f"trial {trial.name}", {
+        **study.overrides_base, **overrides, "seed": seed, "out_dir": f"{TRIALS}/{trial.key}"})
+    return trial
 
 
 def _space_values(path: Path, searcher: str, key: str, spec: Any) -> Any:
@@ -220,6 +240,16 @@ def _candidate_values(spec: Any) -> list:
         return spec
     kind, args = next(iter(spec.items()))
     return list(args)
+
+
+def _section(path: Path, raw: dict, key: str, allowed: dict | tuple) -> dict:
+    value = raw.get(key) or {}
+    if not isinstance(value, dict):
+        _fail(path, key, f"expected a mapping, got {value!r}")
+    for k in value:
+        if k not in allowed:
+            _fail(path, f"{key}.{k}", f"unknown key (allowed: {', '.join(allowed)})")
+    return value
 
 
 def load_study(path: str | Path, overrides: list[str] | None = None, smoke: bool = False) -> Study:
@@ -280,27 +310,24 @@ def load_study(path: str | Path, overrides: list[str] | None = None, smoke: bool
     if not isinstance(base_tree, dict):
         _fail(path, "base", f"expected a config tree (mapping), got {base_tree!r}")
     base = flatten(base_tree)
-    _check_config(path, "base", base)
 
-    res_raw = raw.get("resources", {}) or {}
-    if not isinstance(res_raw, dict):
-        _fail(path, "resources", f"expected a mapping, got {res_raw!r}")
-    for key in res_raw:
-        if key not in RESOURCE_KEYS:
-            _fail(path, f"resources.{key}", f"unknown key (allowed: {', '.join(RESOURCE_KEYS)})")
-    resources = {"workers": 1, "cpus_per_worker": 1, "gpus_per_worker": 0, **res_raw}
+    resources = {**RESOURCES, **_section(path, raw, "resources", tuple(RESOURCES))}
     for key, value in resources.items():
+        if key == "in_trial":
+            _check_type(path, "resources.in_trial", value, bool, "true or false")
+            continue
         _check_type(path, f"resources.{key}", value, (int, float), "a number")
         if value < 0 or key == "workers" and (value < 1 or value != int(value)):
             _fail(path, f"resources.{key}", f"{value!r} is not allowed (workers: an integer >= 1;"
                                             " others: >= 0)")
-    base.update({
-        "train.workers": int(resources["workers"]),
-        "train.use_gpu": resources["gpus_per_worker"] > 0,
-        "train.resources_per_worker": {"CPU": resources["cpus_per_worker"],
-                                       **({"GPU": resources["gpus_per_worker"]}
-                                          if resources["gpus_per_worker"] else {})},
-    })
+    workers, cpus, gpus = int(resources["workers"]), resources["cpus_per_worker"], resources["gpus_per_worker"]
+    if workers == 1 and resources["in_trial"]:
+        # one worker trains inside the Tune trial process (train.workers=0: in-process),
+        # with as many torch threads as the trial has CPUs unless train.threads says otherwise
+        base.update({"train.workers": 0, "train.threads": base.get("train.threads") or max(1, int(cpus))})
+    else:
+        base.update({"train.workers": workers, "train.use_gpu": gpus > 0,
+                     "train.resources_per_worker": {"CPU": cpus, **({"GPU": gpus} if gpus else {})}})
 
     smoke_raw = raw.get("smoke", {}) or {}
     if not isinstance(smoke_raw, dict):
@@ -309,7 +336,7 @@ def load_study(path: str | Path, overrides: list[str] | None = None, smoke: bool
         base.update(SMOKE_OVERRIDES)
         base.update(flatten(smoke_raw))
     else:
-        _check_config(path, "smoke", {**base, **SMOKE_OVERRIDES, **flatten(smoke_raw)})
+        _config(path, "smoke", {**base, **SMOKE_OVERRIDES, **flatten(smoke_raw)})
 
     cli: dict[str, Any] = {}
     for item in overrides or []:
@@ -318,13 +345,7 @@ def load_study(path: str | Path, overrides: list[str] | None = None, smoke: bool
         key, value = item.split("=", 1)
         cli[key.strip()] = value
     base.update(cli)
-    try:
-        resolved = load_config(overrides={**base, "out_dir": "x"})
-    except ConfigError as err:
-        raise StudyError(f"study {path}: base config with overrides: {err}") from None
-    # keep the resolved values (not the strings typed on the command line)
-    resolved_flat = flatten(to_dict(resolved))
-    base = {k: resolved_flat[k] for k in base}
+    base_config = _config(path, "base config with overrides", {**base, "out_dir": TRIALS})
 
     # --- search space
     space_raw = raw.get("space")
@@ -349,9 +370,7 @@ def load_study(path: str | Path, overrides: list[str] | None = None, smoke: bool
                     if k in cli:
                         _fail(path, f"space.variant.{vname}.{k}", f"set by the study; remove the "
                                                                   f"override {k}=...")
-                resolved_v = _check_config(path, f"space.variant.{vname}", {**base, **vover})
-                flat_v = flatten(to_dict(resolved_v))
-                variants[str(vname)] = {k: flat_v[k] for k in vover}
+                variants[str(vname)] = vover
             space[VARIANT] = list(variants)
             continue
         if key == "seed":
@@ -359,12 +378,12 @@ def load_study(path: str | Path, overrides: list[str] | None = None, smoke: bool
         if key in cli:
             _fail(path, f"space.{key}", f"swept by the study; remove the override {key}=...")
         space[key] = _space_values(path, searcher, key, spec)
-        for value in _candidate_values(space[key]):
-            _check_config(path, f"space.{key}={value!r}", {**base, key: value})
 
+    tpe: dict[str, Any] = {}
     if searcher == "grid":
-        if "num_samples" in raw:
-            _fail(path, "num_samples", "only for searcher: tpe (a grid runs every point once per seed)")
+        for key in ("num_samples", "tpe"):
+            if key in raw:
+                _fail(path, key, "only for searcher: tpe (a grid runs every point once per seed)")
         num_samples = math.prod(len(v) for v in space.values())
     else:
         if len(seeds) != 1:
@@ -374,6 +393,15 @@ def load_study(path: str | Path, overrides: list[str] | None = None, smoke: bool
         _check_type(path, "num_samples", num_samples, int, "an integer >= 1")
         if num_samples < 1:
             _fail(path, "num_samples", f"expected >= 1, got {num_samples}")
+        tpe = {**TPE_DEFAULTS, **_section(path, raw, "tpe", tuple(TPE_DEFAULTS))}
+        for key, default in TPE_DEFAULTS.items():
+            _check_type(path, f"tpe.{key}", tpe[key], type(default), type(default).__name__)
+        if tpe["seed"] < 0 or tpe["n_startup_trials"] < 0:
+            _fail(path, "tpe", "seed and n_startup_trials must be >= 0")
+        # the bounds of every distribution must make valid configs (a sampled value lies between)
+        for key, spec in space.items():
+            for value in _candidate_values(spec):
+                _config(path, f"space.{key}={value!r}", {**base, key: value, "out_dir": TRIALS})
 
     sched = raw.get("scheduler")
     if sched is not None:
@@ -390,41 +418,44 @@ def load_study(path: str | Path, overrides: list[str] | None = None, smoke: bool
         if sched["grace_period"] < 1 or sched["reduction_factor"] < 2:
             _fail(path, "scheduler", "grace_period >= 1 and reduction_factor >= 2")
 
-    study = Study(name=name, path=path, description=description, base=base, space=space,
-                  searcher=searcher, seeds=seeds, num_samples=num_samples, metric=metric,
-                  mode=mode, resources=resources, scheduler=sched, max_concurrent=max_concurrent,
-                  smoke=smoke, overrides=list(overrides or []), text=text)
+    study = Study(name=name, path=path, description=description, base=base_config,
+                  overrides_base=base, space=space, searcher=searcher, seeds=seeds,
+                  num_samples=num_samples, metric=metric, mode=mode, resources=resources,
+                  scheduler=sched, max_concurrent=max_concurrent, tpe=tpe, smoke=smoke,
+                  variants=variants, overrides=list(overrides or []), text=text)
     if smoke:
         study.seeds = study.seeds[:1]
         if searcher == "tpe":
             study.num_samples = min(study.num_samples, SMOKE_MAX_SAMPLES)
-    study.variants = variants
-    if searcher == "grid":  # every point must be a valid config (e.g. N >= 2 for each N)
-        for trial in study.grid_trials()[:: len(study.seeds)]:
-            _check_config(path, f"space point {trial.setting}",
-                          {**base, **trial.overrides(variants), "seed": 0})
+    if searcher == "grid":  # every point x every seed: each trial's config, validated once
+        keys = list(space)
+        study.grid = [_make_trial(study, dict(zip(keys, point)), seed)
+                      for point in itertools.product(*space.values()) for seed in study.seeds]
     return study
 
 
 def describe(study: Study) -> str:
     """What ``--dry-run`` prints: the study, then one line per trial it would run."""
-    epochs = study.base.get("train.epochs", Config().train.epochs)
+    b, r = study.base, study.resources
+    where = (f"in the trial process ({r['cpus_per_worker']} CPU, {r['gpus_per_worker']} GPU)"
+             if b.train.workers == 0 else f"on {b.train.workers} Ray Train worker(s), each "
+             f"{b.train.resources_per_worker or ('1 GPU' if b.train.use_gpu else '1 CPU')}")
     lines = [
         f"study {study.name} ({study.path}){' [smoke]' if study.smoke else ''}",
         f"  searcher {study.searcher}, metric {study.metric} ({study.mode}), seeds {study.seeds}, "
         f"max_concurrent {study.max_concurrent}",
-        f"  resources per trial: {study.resources['workers']} Ray Train worker(s) x "
-        f"{study.resources['cpus_per_worker']} CPU, {study.resources['gpus_per_worker']} GPU",
-        f"  base: method {'(swept)' if 'method.name' in study.space else study.base.get('method.name', 'vanilla')}, data "
-        f"{study.base.get('data.name', 'digits')}, {epochs} epochs"
+        f"  each trial trains {where}",
+        f"  base: method {'(swept)' if 'method.name' in study.space else b.method.name}, data "
+        f"{b.data.name}, {study.max_epochs()} epochs"
         + (f", scheduler {study.scheduler['name']}" if study.scheduler else ""),
     ]
     if study.searcher == "grid":
-        trials = study.grid_trials()
+        trials = study.trials()
         lines.append(f"  {len(trials)} trials ({study.num_samples} settings x {len(study.seeds)} seeds):")
         lines += [f"  {i + 1:4d}  {t.key}  {t.name}" for i, t in enumerate(trials)]
     else:
-        lines.append(f"  {study.total_trials()} trials: TPE picks {study.num_samples} settings from")
+        lines.append(f"  {study.total_trials()} trials: TPE ({', '.join(f'{k} {v}' for k, v in study.tpe.items())}) "
+                     f"picks {study.num_samples} settings from")
         lines += [f"        {k}: {v}" for k, v in study.space.items()]
         lines.append(f"        seed {study.seeds[0]}")
     return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""Evaluation: tables and plots built from plain records (no Ray, Optuna or MLflow)."""
