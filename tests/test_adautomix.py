@@ -301,6 +301,8 @@ def test_adautomix_trains_on_digits_from_the_cli_with_a_teacher_that_follows(tmp
     method = yaml.safe_load((out / "config.yaml").read_text())["method"]
     assert (method["momentum"], method["momentum_end"]) == pytest.approx((start, end))
     assert "EMA teacher momentum" in run.stdout
-    # MEASURED_CLI_RUN
+    # measured (this command, 2-core CPU): top1 59.4 with one_q 61.9; chance is 10, and with the
+    # published fixed momentum the teacher stayed near chance while one_q rose
     assert summary["top1"] > 50
+    assert summary["top1"] > summary["heads"]["one_q"] - 10, "the teacher lags the classifier"
     assert (out / "pictures" / "mixed_epoch0006.png").is_file()
