@@ -381,7 +381,6 @@ def mlflow_server(tmp_path):
     log.close()
 
 
-@pytest.mark.slow
 def test_smoke_study_against_a_real_mlflow_server(tmp_path, ray_cluster, mlflow_server):
     path = write_study(tmp_path)
     done = run_cli([path, "--smoke", "--address", ray_cluster.address], tmp_path,
@@ -424,8 +423,7 @@ def checkpoint_of(run_dir: Path, in_trial: bool) -> int:
     return max(map(int, names), default=0)
 
 
-@pytest.mark.parametrize("kind", ["grid", pytest.param("ray-train", marks=pytest.mark.slow),
-                                  pytest.param("tpe", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("kind", ["grid", "ray-train", "tpe"])
 def test_killed_driver_resumes_the_cut_trial_from_its_last_checkpoint(tmp_path, ray_cluster, kind):
     # two trials, one at a time, six epochs each: the driver is killed (kill -9) once the first
     # has finished and the second has its epoch-2 checkpoint, i.e. in the second's epoch 3.
@@ -523,7 +521,6 @@ def test_asha_without_train_epochs_trains_to_the_configured_epochs_unless_stoppe
     assert finished >= 1
 
 
-@pytest.mark.slow
 def test_ray_job_submit_of_a_smoke_study_logs_to_the_tracking_store(tmp_path, ray_cluster):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     submit = [str(BIN / "ray"), "job", "submit", "--address", ray_cluster.dashboard_url,

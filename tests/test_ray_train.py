@@ -138,8 +138,7 @@ def test_one_worker_reproduces_the_in_process_run_bit_for_bit(tmp_path, ray_conn
     assert got == ref and len(ref) == 2
 
 
-@pytest.mark.parametrize("method", ["saliencymix", *(pytest.param(m, marks=pytest.mark.slow)
-                                                   for m in ("fmix", "resizemix", "gridmix", "smoothmix"))])
+@pytest.mark.parametrize("method", ["saliencymix", "fmix", "resizemix", "gridmix", "smoothmix"])
 def test_each_hand_crafted_baseline_trains_on_two_workers(tmp_path, ray_connected, method):
     """The baselines mix inside the step, each rank on its own shard, as Mixup does."""
     summary = train_with_ray(tiny(tmp_path, f"method.name={method}", "data.limit_train=64", "train.epochs=1",
@@ -169,7 +168,6 @@ def test_two_workers_take_the_same_steps_as_one_process(tmp_path, ray_connected)
     assert ref[0]["loss"] != ref[-1]["loss"]  # the steps did change the weights
 
 
-@pytest.mark.slow
 def test_without_the_gradient_all_reduce_the_steps_leave_that_tolerance(tmp_path, ray_connected):
     """The control for the test above: the tolerance is tight enough to see a broken all-reduce."""
     train(tiny(tmp_path, *STEPS, name="one"), quiet=True)
@@ -204,7 +202,6 @@ def test_ema_teacher_stays_identical_on_every_rank(tmp_path, ray_connected):
     assert any(not torch.equal(first[k], last[k]) for k in first)  # the teacher did move
 
 
-@pytest.mark.slow
 def test_killed_worker_restarts_from_the_checkpoint_and_logs_each_epoch_once(tmp_path, ray_connected):
     folder = tmp_path / "log"
     folder.mkdir()
@@ -223,7 +220,6 @@ def test_killed_worker_restarts_from_the_checkpoint_and_logs_each_epoch_once(tmp
     assert torch.load(run / "checkpoints/last.pt", weights_only=False)["epoch"] == 3
 
 
-@pytest.mark.slow
 def test_resume_continues_a_run_stopped_by_a_dead_worker(tmp_path, ray_connected):
     """No restarts allowed: the run stops with a hint, and `--resume` carries on from epoch 1."""
     folder = tmp_path / "log"
@@ -244,7 +240,6 @@ def test_resume_continues_a_run_stopped_by_a_dead_worker(tmp_path, ray_connected
     assert not (run / "ray").exists()  # Ray's copy of the checkpoints goes once the run is done
 
 
-@pytest.mark.slow
 def test_two_workers_land_one_on_each_node(tmp_path, ray_connected, ray_second_node):
     """Head and second node hold one `worker_slot` each; two workers asking for one slot each
     run one on each node (the second node is the one tagged `node_b`)."""
@@ -270,7 +265,6 @@ def test_more_workers_than_the_cluster_can_place_fail_fast(tmp_path, ray_connect
         train_with_ray(gpu, quiet=True)
 
 
-@pytest.mark.slow
 def test_ray_job_submit_with_token_auth_trains_a_run(tmp_path, ray_cluster):
     run = tmp_path / "job-run"
     args = [*TINY, "method.name=mixup", "train.workers=2", f"out_dir={run}"]
@@ -285,7 +279,6 @@ def test_ray_job_submit_with_token_auth_trains_a_run(tmp_path, ray_cluster):
     assert json.loads((run / "metrics.json").read_text())["epochs_done"] == 2
 
 
-@pytest.mark.slow
 def test_job_submission_without_the_token_is_refused(tmp_path, ray_cluster):
     env = cluster_env()
     env.pop("RAY_AUTH_TOKEN_PATH")
