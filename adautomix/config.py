@@ -177,8 +177,8 @@ def _field_types(cls) -> dict[str, Any]:
 
 
 def _coerce(key: str, value: Any, typ: Any, parse: bool = False) -> Any:
-    """Convert ``value`` to ``typ``; ``parse``: ``value`` is command-line text, read as YAML
-    (values from a YAML file or a dict are typed already: a quoted "no" stays a string)."""
+    """Convert ``value`` to ``typ``; ``parse``: ``value`` is override text, read as YAML (values
+    from a YAML file are typed already: a quoted "no" stays a string)."""
     raw = value
     if parse and isinstance(value, str) and typ is not str:
         try:
@@ -391,9 +391,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict | No
 
     Args:
         path: YAML file with a (partial) config tree; missing keys keep their defaults.
-        overrides: ``["train.epochs=5", ...]`` or ``{"train.epochs": 5}``, applied after the file.
+        overrides: ``["train.epochs=5", ...]`` or ``{"train.epochs": 5}``, applied after the file;
+            their string values are read as YAML (``"5"`` -> 5), as on the command line.
     """
-    cfg, items, problems = Config(), [], []
+    items, problems = [], []
     if path is not None:
         path = Path(path)
         if not path.is_file():
@@ -404,9 +405,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict | No
             raise ConfigError(f"config file {path}: not valid YAML ({err})") from None
         if not isinstance(tree, dict):
             raise ConfigError(f"config file {path}: expected a mapping at the top level")
-        items = [(key, value, False) for key, value in flatten(tree).items()]
+        items = [(key, value, False) for key, value in flatten(tree).items()]  # typed already
     if isinstance(overrides, dict):
-        items += [(key, value, False) for key, value in overrides.items()]
+        items += [(key, value, True) for key, value in overrides.items()]
     else:
         for item in overrides or []:
             if "=" not in item:
@@ -414,7 +415,18 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict | No
                 continue
             key, value = item.split("=", 1)
             items.append((key.strip(), value, True))
-    failed = []
+    return _build(items, problems)
+
+
+def from_dict(tree: dict) -> Config:
+    """Rebuild a validated ``Config`` from ``to_dict`` output (e.g. a run's config.yaml)."""
+    return _build([(key, value, False) for key, value in flatten(tree).items()])
+
+
+def _build(items: list[tuple[str, Any, bool]], problems: list[str] | None = None) -> Config:
+    """Set ``(key, value, parse)`` items on a default ``Config`` and validate it, collecting
+    every bad key; ``parse``: the value is text to read as YAML."""
+    cfg, problems, failed = Config(), list(problems or []), []
     for key, value, parse in items:
         try:
             _set(cfg, key, value, parse)
@@ -430,11 +442,6 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict | No
     if problems:
         raise ConfigError("\n".join(problems))
     return cfg
-
-
-def from_dict(tree: dict) -> Config:
-    """Rebuild a validated ``Config`` from ``to_dict`` output (e.g. a run's config.yaml)."""
-    return load_config(overrides=flatten(tree))
 
 
 def help_text() -> str:

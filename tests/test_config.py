@@ -172,7 +172,8 @@ def test_a_path_read_as_a_boolean_from_a_yaml_file_is_refused_and_a_quoted_one_i
     with pytest.raises(ConfigError, match="data.root: expected a string, got False"):
         load_config(path)
     path.write_text('data:\n  name: cifar10\n  root: "no"\n')
-    assert load_config(path, ["out_dir=x"]).data.root == "no"
+    cfg = load_config(path, ["out_dir=x"])
+    assert cfg.data.root == "no" and from_dict(to_dict(cfg)) == cfg  # a run's config.yaml reads back
     assert load_config(overrides=['data.root="no"', "data.name=cifar10", "out_dir=x"]).data.root == "no"
 
 
