@@ -221,7 +221,7 @@ class Trainer:
         try:
             state = torch.load(path, map_location=self.device, weights_only=True)
         except pickle.UnpicklingError as err:
-            found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+            found = re.search(r"GLOBAL (\S+)", str(err))  # the object torch refused
             raise CheckpointError(
                 f"checkpoint {path}: refused: it holds a pickled Python object"
                 f"{f' ({found.group(1)})' if found else ''} that loading would have to run; "
