@@ -1,6 +1,7 @@
 """``adautomix`` command line: ``train`` and ``bench``.
 
-Bad input (config, data, run directory) ends with one line on stderr and exit code 2.
+Bad input (config, data, run directory) ends with one line on stderr (one per bad config key) and
+exit code 2.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ USAGE_ERROR = 2
 
 def _train(args: argparse.Namespace) -> int:
     from .data.datasets import DataError
-    from .engine import RunExistsError, train
+    from .engine import CheckpointError, RunExistsError, train
 
     overrides = list(args.overrides) + (["train.resume=true"] if args.resume else [])
     try:
@@ -28,13 +29,15 @@ def _train(args: argparse.Namespace) -> int:
                 return _fail(err)
         else:
             train(cfg)
-    except (ConfigError, DataError, RunExistsError) as err:
+    except (ConfigError, DataError, RunExistsError, CheckpointError) as err:
         return _fail(err)
     return 0
 
 
 def _fail(err: Exception) -> int:
-    print(f"adautomix: error: {err}", file=sys.stderr)
+    lines = str(err).splitlines() if isinstance(err, ConfigError) else [str(err)]  # one per bad key
+    for line in lines:
+        print(f"adautomix: error: {line}", file=sys.stderr)
     return USAGE_ERROR
 
 

@@ -8,6 +8,8 @@ work starts. ``to_dict`` gives back the resolved tree, written as the run's ``co
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import time
 import types
 import typing
@@ -30,10 +32,12 @@ DEVICES = ("auto", "cpu", "cuda")
 MANIFOLD_LAYERS = (0, 1, 2, 3)  # Manifold Mixup: 0 = the input, k = the output of residual stage k
 RESIZE_MODES = ("nearest", "bilinear")
 SALIENCY_BOXES = ("batch", "sample")
+SEED_MAX = 2**32 - 1  # numpy's and Optuna's seeds; keeps the engine's derived torch seeds < 2**64
 
 
 class ConfigError(ValueError):
-    """A bad configuration value; the message names the key, the value and what is allowed."""
+    """A bad configuration value; the message names the key, the value and what is allowed, one
+    line per bad key when there are several."""
 
 
 @dataclass
@@ -172,9 +176,11 @@ def _field_types(cls) -> dict[str, Any]:
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
 
-def _coerce(key: str, value: Any, typ: Any) -> Any:
-    """Convert ``value`` to ``typ`` (strings from the command line are parsed as YAML)."""
-    if isinstance(value, str) and typ is not str:
+def _coerce(key: str, value: Any, typ: Any, parse: bool = False) -> Any:
+    """Convert ``value`` to ``typ``; ``parse``: ``value`` is override text, read as YAML (values
+    from a YAML file are typed already: a quoted "no" stays a string)."""
+    raw = value
+    if parse and isinstance(value, str) and typ is not str:
         try:
             value = yaml.safe_load(value) if value.strip() else None
         except yaml.YAMLError:
@@ -192,10 +198,15 @@ def _coerce(key: str, value: Any, typ: Any) -> Any:
             return value
     elif typ is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise ConfigError(f"{key}: expected a finite number, got {value!r}")
             return float(value)
     elif typ is str:
         if isinstance(value, str):
             return value
+        shell = f" (on the command line: '{key}=\"{raw}\"')" if isinstance(raw, str) else ""
+        raise ConfigError(f"{key}: expected a string, got {value!r}: YAML reads unquoted yes, no, on, off, "
+                          f"true, false and numbers as other types; quote the value{shell}")
     elif typ is dict:
         if isinstance(value, dict):
             return value
@@ -207,7 +218,7 @@ def _coerce(key: str, value: Any, typ: Any) -> Any:
     raise ConfigError(f"{key}: expected {getattr(typ, '__name__', typ)}, got {value!r}")
 
 
-def _set(tree: Any, dotted: str, value: Any) -> None:
+def _set(tree: Any, dotted: str, value: Any, parse: bool = False) -> None:
     node, parts = tree, dotted.split(".")
     for depth, part in enumerate(parts):
         types_ = _field_types(type(node))
@@ -223,20 +234,28 @@ def _set(tree: Any, dotted: str, value: Any) -> None:
                 for k, v in value.items():
                     _set(tree, f"{dotted}.{k}", v)
             else:
-                setattr(node, part, _coerce(dotted, value, types_[part]))
+                setattr(node, part, _coerce(dotted, value, types_[part], parse))
         else:
             if not dataclasses.is_dataclass(types_[part]):
                 raise ConfigError(f"{dotted}: {'.'.join(parts[:depth + 1])} has no sub-keys")
             node = getattr(node, part)
 
 
-def _check(cond: bool, key: str, value: Any, allowed: str) -> None:
-    if not cond:
-        raise ConfigError(f"{key}={value!r} is not allowed: {allowed}")
+class _Problems(dict):
+    """One message per bad key (the first found), so that every bad key is reported at once."""
+
+    def check(self, cond: bool, key: str, value: Any, allowed: str) -> bool:
+        if not cond:
+            self.setdefault(key, f"{key}={value!r} is not allowed: {allowed}")
+        return cond
 
 
 def validate(cfg: Config) -> Config:
-    """Check ranges and choices; fill method-dependent defaults. Returns ``cfg``."""
+    """Check ranges and choices; fill method-dependent defaults. Returns ``cfg``.
+
+    Raises ``ConfigError`` naming every bad key, one line each."""
+    problems = _Problems()
+    _check = problems.check  # one name for the checks below
     d, m, mt, t = cfg.data, cfg.model, cfg.method, cfg.train
     _check(d.name in DATASETS, "data.name", d.name, f"one of {', '.join(DATASETS)}")
     _check(d.name == "digits" or bool(d.root), "data.root", d.root,
@@ -247,16 +266,16 @@ def validate(cfg: Config) -> Config:
     _check(d.loader_workers >= 0, "data.loader_workers", d.loader_workers, ">= 0")
     _check(m.arch in ARCHS, "model.arch", m.arch, f"one of {', '.join(ARCHS)}")
     _check(0 < m.width <= 4, "model.width", m.width, "0 < width <= 4")
-    _check(mt.name in METHODS, "method.name", mt.name, f"one of {', '.join(METHODS)}")
-    if mt.mix_lambda is None:
-        mt.mix_lambda = METHODS[mt.name].mix_lambda
-    if METHODS[mt.name].mix_lambda == 0:
-        _check(mt.mix_lambda == 0, "method.mix_lambda", mt.mix_lambda,
-               f"unset or 0: {mt.name} draws no λ from a Beta distribution")
-    for key, value in METHODS[mt.name].defaults.items():  # the one place method defaults are filled
-        if getattr(mt, key) is None:
-            setattr(mt, key, value)
-    _check(METHODS[mt.name].mix_lambda == 0 or mt.mix_lambda > 0, "method.mix_lambda", mt.mix_lambda, "> 0")
+    if _check(mt.name in METHODS, "method.name", mt.name, f"one of {', '.join(METHODS)}"):
+        if mt.mix_lambda is None:
+            mt.mix_lambda = METHODS[mt.name].mix_lambda
+        if METHODS[mt.name].mix_lambda == 0:
+            _check(mt.mix_lambda == 0, "method.mix_lambda", mt.mix_lambda,
+                   f"unset or 0: {mt.name} draws no λ from a Beta distribution")
+        for key, value in METHODS[mt.name].defaults.items():  # the one place method defaults are filled
+            if getattr(mt, key) is None:
+                setattr(mt, key, value)
+        _check(METHODS[mt.name].mix_lambda == 0 or mt.mix_lambda > 0, "method.mix_lambda", mt.mix_lambda, "> 0")
     _check(mt.n_mix >= 2, "method.n_mix", mt.n_mix, ">= 2 (N images are mixed)")
     _check(0 <= mt.alpha <= 1, "method.alpha", mt.alpha, "0 <= alpha <= 1")
     _check(0 <= mt.beta <= 1, "method.beta", mt.beta, "0 <= beta <= 1")
@@ -276,7 +295,7 @@ def validate(cfg: Config) -> Config:
                f">= method.momentum ({mt.momentum})")
     _check(0 <= mt.momentum_warmup <= 1, "method.momentum_warmup", mt.momentum_warmup, "0..1")
     _check(mt.vis_every >= 0, "method.vis_every", mt.vis_every, ">= 0")
-    _check_puzzlemix(mt, 32 if d.name != "imagefolder" else d.image_size)
+    _check_puzzlemix(mt, 32 if d.name != "imagefolder" else d.image_size, problems)
     _check(bool(mt.manifold_layers) and set(mt.manifold_layers) <= set(MANIFOLD_LAYERS)
            and len(set(mt.manifold_layers)) == len(mt.manifold_layers), "method.manifold_layers",
            mt.manifold_layers, f"a non-empty list of distinct layers from {list(MANIFOLD_LAYERS)} "
@@ -317,9 +336,16 @@ def validate(cfg: Config) -> Config:
     _check(t.max_failures >= -1, "train.max_failures", t.max_failures, ">= -1 (-1 = unlimited)")
     _check(t.threads >= 0, "train.threads", t.threads, ">= 0 (0 = torch's default)")
     for k, v in t.resources_per_worker.items():
-        _check(isinstance(v, (int, float)) and v >= 0, f"train.resources_per_worker.{k}", v,
-               "a number >= 0")
-    _check(cfg.seed >= 0, "seed", cfg.seed, ">= 0")
+        _check(isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool)
+               and math.isfinite(v) and v >= 0, f"train.resources_per_worker.{k}", v,
+               "a resource name with a finite number >= 0 (not a boolean)")
+    if "GPU" in t.resources_per_worker and "train.resources_per_worker.GPU" not in problems:
+        gpus = t.resources_per_worker["GPU"]
+        _check((gpus > 0) == t.use_gpu, "train.resources_per_worker.GPU", gpus,
+               "> 0 with train.use_gpu=true, 0 or absent without (Ray Train's rule)")
+    _check(0 <= cfg.seed <= SEED_MAX, "seed", cfg.seed, f">= 0 and <= 2**32 - 1 ({SEED_MAX})")
+    if problems:
+        raise ConfigError("\n".join(problems.values()))
     if not cfg.out_dir:
         cfg.out_dir = f"runs/{mt.name}-{d.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     return cfg
@@ -329,8 +355,9 @@ def _is_power_of_two(n: int) -> bool:
     return n >= 1 and n & (n - 1) == 0
 
 
-def _check_puzzlemix(mt: MethodConfig, image_size: int) -> None:
+def _check_puzzlemix(mt: MethodConfig, image_size: int, problems: _Problems) -> None:
     """PuzzleMix's keys; with ``method.name=puzzlemix``, also that every grid fits the images."""
+    _check, before = problems.check, len(problems)
     for key in ("block_num_min", "block_num_max"):
         value = getattr(mt, key)
         _check(value >= 2 and _is_power_of_two(value), f"method.{key}", value, "a power of two >= 2")
@@ -346,7 +373,7 @@ def _check_puzzlemix(mt: MethodConfig, image_size: int) -> None:
     _check(mt.transport_size >= 0, "method.transport_size", mt.transport_size, ">= 0 (0 = the mask's blocks)")
     _check(mt.transport_solver in TRANSPORT_SOLVERS, "method.transport_solver", mt.transport_solver,
            f"one of {', '.join(TRANSPORT_SOLVERS)}")
-    if mt.name != "puzzlemix":
+    if mt.name != "puzzlemix" or len(problems) > before:  # the grids need valid sizes
         return
     n = mt.block_num_min
     while n <= mt.block_num_max:
@@ -364,9 +391,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict | No
 
     Args:
         path: YAML file with a (partial) config tree; missing keys keep their defaults.
-        overrides: ``["train.epochs=5", ...]`` or ``{"train.epochs": 5}``, applied after the file.
+        overrides: ``["train.epochs=5", ...]`` or ``{"train.epochs": 5}``, applied after the file;
+            their string values are read as YAML (``"5"`` -> 5), as on the command line.
     """
-    cfg = Config()
+    items, problems = [], []
     if path is not None:
         path = Path(path)
         if not path.is_file():
@@ -377,25 +405,43 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict | No
             raise ConfigError(f"config file {path}: not valid YAML ({err})") from None
         if not isinstance(tree, dict):
             raise ConfigError(f"config file {path}: expected a mapping at the top level")
-        for key, value in flatten(tree).items():
-            _set(cfg, key, value)
+        items = [(key, value, False) for key, value in flatten(tree).items()]  # typed already
     if isinstance(overrides, dict):
-        items = list(overrides.items())
+        items += [(key, value, True) for key, value in overrides.items()]
     else:
-        items = []
         for item in overrides or []:
             if "=" not in item:
-                raise ConfigError(f"override {item!r}: expected key=value, e.g. train.epochs=5")
+                problems.append(f"override {item!r}: expected key=value, e.g. train.epochs=5")
+                continue
             key, value = item.split("=", 1)
-            items.append((key.strip(), value))
-    for key, value in items:
-        _set(cfg, key, value)
-    return validate(cfg)
+            items.append((key.strip(), value, True))
+    return _build(items, problems)
 
 
 def from_dict(tree: dict) -> Config:
     """Rebuild a validated ``Config`` from ``to_dict`` output (e.g. a run's config.yaml)."""
-    return load_config(overrides=flatten(tree))
+    return _build([(key, value, False) for key, value in flatten(tree).items()])
+
+
+def _build(items: list[tuple[str, Any, bool]], problems: list[str] | None = None) -> Config:
+    """Set ``(key, value, parse)`` items on a default ``Config`` and validate it, collecting
+    every bad key; ``parse``: the value is text to read as YAML."""
+    cfg, problems, failed = Config(), list(problems or []), []
+    for key, value, parse in items:
+        try:
+            _set(cfg, key, value, parse)
+        except ConfigError as err:  # the key keeps its default; go on to find every bad key
+            problems.append(str(err))
+            failed.append(re.escape(key))
+    try:
+        validate(cfg)
+    except ConfigError as err:  # less the lines that compare with a bad key's default
+        mentions_failed = re.compile(rf"\b({'|'.join(failed)})\b") if failed else None
+        problems += [line for line in str(err).splitlines()
+                     if mentions_failed is None or not mentions_failed.search(line)]
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return cfg
 
 
 def help_text() -> str:

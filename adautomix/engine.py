@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
+import re
 import statistics
 import time
 from pathlib import Path
@@ -34,6 +36,10 @@ CHECKPOINT = "checkpoints/last.pt"
 
 class RunExistsError(RuntimeError):
     """``out_dir`` already holds a run and ``train.resume`` is off."""
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that ``torch.load(weights_only=True)`` refuses: it would run pickled code."""
 
 
 class Callback:
@@ -189,6 +195,7 @@ class Trainer:
 
     # ---------------------------------------------------------------- checkpoints
     def state_dict(self) -> dict:
+        """Tensors and plain Python values only: ``torch.load(weights_only=True)`` reads it back."""
         return {"step": self.step.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "epoch": self.epoch,
                 "iteration": self.iteration, "rng": torch.get_rng_state(),
@@ -209,7 +216,18 @@ class Trainer:
         os.replace(tmp, path)  # atomic: an interruption never leaves a half-written checkpoint
 
     def load_checkpoint(self, path: Path) -> None:
-        self.load_state_dict(torch.load(path, map_location=self.device, weights_only=False))
+        """Load ``path`` without unpickling code: a file holding anything but tensors and plain
+        Python values (what ``state_dict`` writes) is refused with ``CheckpointError``."""
+        try:
+            state = torch.load(path, map_location=self.device, weights_only=True)
+        except pickle.UnpicklingError as err:
+            found = re.search(r"GLOBAL (\S+)", str(err))  # the object torch refused
+            raise CheckpointError(
+                f"checkpoint {path}: refused: it holds a pickled Python object"
+                f"{f' ({found.group(1)})' if found else ''} that loading would have to run; "
+                "adautomix checkpoints hold only tensors and plain values (torch.load weights_only=True)"
+            ) from None
+        self.load_state_dict(state)
 
     # ---------------------------------------------------------------- loop
     def train_epoch(self) -> dict[str, float]:

@@ -1,9 +1,13 @@
 """Specifications of the run configuration (adautomix.config)."""
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
+
 import pytest
 
-from adautomix.config import Config, ConfigError, from_dict, help_text, load_config, to_dict
+from adautomix.config import SEED_MAX, Config, ConfigError, from_dict, help_text, load_config, to_dict
 
 PUBLIC_KEYS = ["data.name", "data.root", "model.arch", "model.width", "method.name",
                "train.epochs", "train.batch_size", "seed", "out_dir"]
@@ -124,3 +128,96 @@ def test_help_text_lists_every_public_key_with_its_default():
         assert key in lines
     assert lines["train.epochs"] == repr(Config().train.epochs)
     assert lines["data.name"] == "'digits'"
+
+
+REFUSED = [
+    # (override, key the message must name, a word of why)
+    ("train.lr=.inf", "train.lr", "finite"),  # inf / nan for any float key
+    ("train.lr=-.inf", "train.lr", "finite"),
+    ("train.weight_decay=.inf", "train.weight_decay", "finite"),
+    ("method.alpha=.nan", "method.alpha", "finite"),
+    ("model.width=.NaN", "model.width", "finite"),
+    ("train.epochs=true", "train.epochs", "int"),  # a boolean where a number is expected
+    ("train.lr=false", "train.lr", "float"),
+    ("model.width=yes", "model.width", "float"),  # YAML 1.1: yes is a boolean
+    ("train.resources_per_worker={CPU: true}", "train.resources_per_worker.CPU", "not a boolean"),
+    ("train.resources_per_worker={CPU: .inf}", "train.resources_per_worker.CPU", "finite"),
+    ("train.resources_per_worker={GPU: 1}", "train.resources_per_worker.GPU", "train.use_gpu=true"),
+    ("data.root=no", "data.root", "quote"),  # YAML reads no as a boolean
+    ("data.root=1", "data.root", "quote"),
+    ("seed=4294967296", "seed", "2**32 - 1"),  # numpy's and Optuna's seeds stop at 2**32 - 1
+]
+
+
+@pytest.mark.parametrize("override, key, why", REFUSED, ids=[r[0] for r in REFUSED])
+def test_config_refuses_non_finite_numbers_booleans_for_numbers_and_non_string_paths(override, key, why):
+    with pytest.raises(ConfigError) as err:
+        load_config(overrides=[override, "out_dir=x"])
+    message = str(err.value)
+    assert message.startswith(key) and why in message and "\n" not in message, message
+
+
+def test_non_finite_floats_are_refused_from_a_yaml_file_and_from_a_dict(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("train:\n  lr: .inf\n")
+    with pytest.raises(ConfigError, match="train.lr: expected a finite number"):
+        load_config(path)
+    with pytest.raises(ConfigError, match="method.beta: expected a finite number"):
+        load_config(overrides={"method.beta": float("nan")})
+
+
+def test_a_path_read_as_a_boolean_from_a_yaml_file_is_refused_and_a_quoted_one_is_kept(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("data:\n  name: cifar10\n  root: no\n")
+    with pytest.raises(ConfigError, match="data.root: expected a string, got False"):
+        load_config(path)
+    path.write_text('data:\n  name: cifar10\n  root: "no"\n')
+    cfg = load_config(path, ["out_dir=x"])
+    assert cfg.data.root == "no" and from_dict(to_dict(cfg)) == cfg  # a run's config.yaml reads back
+    assert load_config(overrides=['data.root="no"', "data.name=cifar10", "out_dir=x"]).data.root == "no"
+
+
+def test_gpu_resources_go_with_train_use_gpu_as_ray_train_requires():
+    cfg = load_config(overrides=["train.use_gpu=true", "train.resources_per_worker={GPU: 0.5, CPU: 2}",
+                                 "out_dir=x"])
+    assert cfg.train.resources_per_worker == {"GPU": 0.5, "CPU": 2}
+    with pytest.raises(ConfigError, match="train.resources_per_worker.GPU=0 is not allowed"):
+        load_config(overrides=["train.use_gpu=true", "train.resources_per_worker={GPU: 0}", "out_dir=x"])
+
+
+def test_the_seed_range_ends_at_2_to_the_32_minus_1():
+    assert load_config(overrides=[f"seed={SEED_MAX}", "out_dir=x"]).seed == 2**32 - 1
+
+
+def test_every_bad_key_of_a_file_and_a_command_line_is_named_one_line_each(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("data:\n  root: no\ntrain:\n  epochz: 3\n  resources_per_worker: {CPU: true}\n")
+    overrides = ["train.lr=.inf", "train.epochs=three", "method.name=mixcut", "method.block_num_min=3",
+                 "seed=-1", "model.width"]
+    with pytest.raises(ConfigError) as err:
+        load_config(path, overrides)
+    named = [re.split("[:=]", line, maxsplit=1)[0] for line in str(err.value).splitlines()]
+    assert sorted(named) == sorted(["data.root", "train.epochz", "train.resources_per_worker.CPU", "train.lr",
+                                    "train.epochs", "method.name", "method.block_num_min", "seed",
+                                    "override 'model.width'"]), str(err.value)
+
+
+def test_a_value_that_is_only_wrong_against_a_bad_keys_default_is_not_reported():
+    # train.lr is refused and keeps its default 0.1, below min_lr: only train.lr is named
+    with pytest.raises(ConfigError) as err:
+        load_config(overrides=["train.lr=.inf", "train.min_lr=0.5", "out_dir=x"])
+    assert str(err.value) == "train.lr: expected a finite number, got inf"
+
+
+def test_the_command_line_names_every_bad_key_on_its_own_line_and_exits_2(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "adautomix", "train", "train.lr=.inf", "method.alpha=.nan", "data.root=no",
+         "train.resources_per_worker={GPU: 1}", "seed=4294967296", f"out_dir={tmp_path / 'run'}"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    keys = ["train.lr", "method.alpha", "data.root", "train.resources_per_worker.GPU", "seed"]
+    assert [line.split()[2].split(":")[0].split("=")[0] for line in lines] == keys, lines
+    assert all(line.startswith("adautomix: error: ") for line in lines)
+    assert list(tmp_path.iterdir()) == []  # nothing written

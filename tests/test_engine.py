@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,8 +13,9 @@ import yaml
 from tiny_data import write_cifar100, write_imagefolder
 
 from adautomix.cli import main as cli_main
-from adautomix.config import Config, ConfigError, from_dict, load_config
-from adautomix.engine import CHECKPOINT, Callback, RunExistsError, WarmupCosine, select_device, train
+from adautomix.config import SEED_MAX, Config, ConfigError, from_dict, load_config
+from adautomix.engine import (CHECKPOINT, Callback, CheckpointError, RunExistsError, WarmupCosine,
+                              select_device, train)
 
 # Small enough for a 2-core CPU: a 1/8-width ResNet-18 on 256 digits, one thread.
 TINY = {"model.width": 0.125, "data.limit_train": 256, "data.limit_test": 128,
@@ -32,7 +34,7 @@ def adautomix(*args: str, cwd: Path, timeout: float = 900) -> subprocess.Complet
 
 
 def weights(out_dir: Path) -> dict[str, torch.Tensor]:
-    return torch.load(out_dir / CHECKPOINT, map_location="cpu", weights_only=False)["step"]
+    return torch.load(out_dir / CHECKPOINT, map_location="cpu", weights_only=True)["step"]
 
 
 class Interrupted(Exception):
@@ -59,7 +61,7 @@ def test_resume_after_epoch_2_of_4_gives_the_same_weights_as_a_straight_run(tmp_
     cut = tiny_config(tmp_path / "cut", **{"train.epochs": 4, "method.name": "mixup"})
     with pytest.raises(Interrupted):
         train(cut, callbacks=[StopAfterCheckpoint(2)], quiet=True)
-    assert torch.load(tmp_path / "cut" / CHECKPOINT, weights_only=False)["epoch"] == 2
+    assert torch.load(tmp_path / "cut" / CHECKPOINT, weights_only=True)["epoch"] == 2
     assert not (tmp_path / "cut" / "metrics.json").exists()
     resumed = train(tiny_config(tmp_path / "cut", **{"train.epochs": 4, "method.name": "mixup",
                                                      "train.resume": True}), quiet=True)
@@ -71,6 +73,42 @@ def test_resume_after_epoch_2_of_4_gives_the_same_weights_as_a_straight_run(tmp_
     assert resumed["top1"] == straight["top1"] and resumed["epochs_done"] == 4
     lines = (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3, 4]
+
+
+class Planted:
+    """What a tampered checkpoint holds: unpickling it would create ``marker`` (run code)."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.mkdir, (str(self.marker),)
+
+
+def test_resume_refuses_a_checkpoint_holding_a_pickled_object_naming_the_file(tmp_path):
+    args = {**TINY, "data.limit_train": 64, "data.limit_test": 32, "train.epochs": 2}
+    out = tmp_path / "run"
+    with pytest.raises(Interrupted):
+        train(tiny_config(out, **args), callbacks=[StopAfterCheckpoint(1)], quiet=True)
+    state = torch.load(out / CHECKPOINT, weights_only=True)  # what adautomix writes loads safely
+    marker = tmp_path / "code-ran"
+    torch.save({**state, "extra": Planted(marker)}, out / CHECKPOINT)
+
+    with pytest.raises(CheckpointError, match=str(out / CHECKPOINT)):
+        train(tiny_config(out, **args, **{"train.resume": True}), quiet=True)
+    result = adautomix("train", *[f"{k}={v}" for k, v in args.items()], f"out_dir={out}", "--resume",
+                       cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert str(out / CHECKPOINT) in lines[0] and "refused" in lines[0], lines[0]
+    assert not marker.exists()
+
+
+def test_the_largest_seed_allowed_trains(tmp_path):
+    summary = train(tiny_config(tmp_path / "run", **{"seed": SEED_MAX, "data.limit_train": 64,
+                                                     "data.limit_test": 32, "train.epochs": 1}), quiet=True)
+    assert summary["epochs_done"] == 1
 
 
 def test_training_changes_the_weights_and_two_runs_with_one_seed_agree(tmp_path):
@@ -196,7 +234,7 @@ def test_train_writes_config_metrics_per_epoch_lines_and_a_checkpoint(digits_run
     assert summary["top1_median_last10"] == sorted(r["top1"] for r in records)[2]
     config = from_dict(yaml.safe_load((out / "config.yaml").read_text()))
     assert (config.method.name, config.train.epochs, config.model.width) == ("vanilla", 5, 0.125)
-    assert torch.load(out / CHECKPOINT, weights_only=False)["epoch"] == 5
+    assert torch.load(out / CHECKPOINT, weights_only=True)["epoch"] == 5
     progress = [line for line in result.stdout.splitlines() if line.startswith("epoch")]
     assert len(progress) == 5
     assert all(word in progress[-1] for word in ("loss", "lr", "top1", "img/s", "eta"))
@@ -226,7 +264,7 @@ def test_train_resume_continues_a_killed_run_to_the_same_result(tmp_path):
         proc.wait(timeout=120)
         proc.stdout.close()
     assert not (out / "metrics.json").exists(), "the run finished before it could be killed"
-    assert torch.load(out / CHECKPOINT, weights_only=False)["epoch"] in (1, 2)
+    assert torch.load(out / CHECKPOINT, weights_only=True)["epoch"] in (1, 2)
 
     resumed = adautomix("train", *args, f"out_dir={out}", "--resume", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr

@@ -35,7 +35,7 @@ from pathlib import Path
 
 from ..config import Config, ConfigError
 from ..data.datasets import DataError
-from ..engine import CHECKPOINT, Callback, Trainer, check_run_dir, write_config
+from ..engine import CHECKPOINT, Callback, CheckpointError, Trainer, check_run_dir, write_config
 
 # Ray Train's own storage (its checkpoint copies and the run's snapshot) inside the run directory,
 # under a fixed run name, so that a second launch of the same run is restored by Ray Train itself.
@@ -254,9 +254,10 @@ def _has_autoscaler() -> bool:
 
 
 def _bad_input(err: Exception) -> Exception | None:
-    """A worker's ConfigError / DataError inside Ray Train's failure, if that is what it was."""
+    """A worker's ConfigError / DataError / CheckpointError inside Ray Train's failure, if that
+    is what it was."""
     for failure in (getattr(err, "worker_failures", None) or {}).values():
-        if isinstance(failure, (DataError, ConfigError)):
+        if isinstance(failure, (DataError, ConfigError, CheckpointError)):
             return failure
     return None
 
