@@ -27,7 +27,7 @@ from adautomix.config import Config, flatten, to_dict
 from adautomix.evaluation.report import format_value
 from adautomix.platform.study import StudyError, load_study
 
-from conftest import REPO, cluster_env
+from conftest import REPO, SESSION_DIR, cluster_env
 
 RUNNER = REPO / "tune" / "run_ablation.py"
 STUDIES = sorted((REPO / "ablations").glob("*.yaml"))
@@ -466,7 +466,7 @@ def test_study_with_the_tracking_server_down_still_trains(tmp_path, ray_cluster)
 
 def test_tracking_server_that_goes_away_and_comes_back_gets_every_epoch(tmp_path, ray_cluster, mlflow_server):
     """The server is stopped after the trial's first epoch and started again (same port, same
-    store) after its second: logging resumes, the missed epochs are back-filled, the run ends
+    store): logging resumes, the missed epochs are back-filled, the run ends
     FINISHED with its model registered as the champion; the password in the URI is never
     printed nor written (state.json, Tune's experiment state)."""
     epochs = 8
@@ -487,7 +487,7 @@ def test_tracking_server_that_goes_away_and_comes_back_gets_every_epoch(tmp_path
 
         wait_for_epoch(1)
         mlflow_server.stop()
-        wait_for_epoch(2)
+        wait_for_epoch(2)  # an epoch that arrives while the server is away
         mlflow_server.start()
         assert proc.wait(timeout=600) == 0, (tmp_path / "err.txt").read_text()
     finally:
@@ -506,6 +506,46 @@ def test_tracking_server_that_goes_away_and_comes_back_gets_every_epoch(tmp_path
     assert len(parents) == 1 and parents[0].info.status == "FINISHED" and len(children) == 1
     check_child(client, children[0], parents[0].info.run_id, epochs=epochs)  # every epoch, once
     check_champion(client, mlflow_server.url, "tiny", children)
+
+
+def test_a_trial_whose_process_dies_leaves_no_run_running(tmp_path, ray_cluster):
+    """The trial's process is killed (SIGKILL) in its second epoch: Tune reports the trial
+    errored, and its MLflow run is closed FAILED (the parent too: a trial failed)."""
+    base = {**TINY_BASE, "train": {**TINY_BASE["train"], "epochs": 6}, "mlflow": {"log_model": False}}
+    path = write_study(tmp_path, space={"method.name": ["vanilla"]}, base=base)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    study = tmp_path / "study"
+    proc = subprocess.Popen([sys.executable, str(RUNNER), str(path), "--address", ray_cluster.address,
+                             "--tracking-uri", uri, "--out", str(study)], cwd=tmp_path, env=cluster_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        trial = None
+        while trial is None:
+            assert proc.poll() is None and time.monotonic() < deadline, "the study ended before the kill"
+            trial = next((d for d in study.glob("trials/*/") if len(epochs_of(d)) >= 1), None)
+            time.sleep(0.2)
+        # the trial's process: Tune runs it in a working folder named like the trial's, under
+        # this session's Ray temp dir (so no other Ray cluster's process can match)
+        pids = [int(p.parent.name) for p in Path("/proc").glob("[0-9]*/cwd")
+                if (cwd := _cwd(p)) and cwd.name == trial.name and SESSION_DIR in cwd.parents]
+        assert pids, f"no process runs in {trial}"
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        assert proc.wait(timeout=300) == 1  # the study reports the failed trial
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    client, parents, children = study_runs(uri, "tiny")
+    assert [r.info.status for r in children] == ["FAILED"]
+    assert parents[0].info.status == "FAILED"
+
+
+def _cwd(link: Path) -> Path | None:
+    try:
+        return Path(os.readlink(link))
+    except OSError:
+        return None
 
 
 def epochs_of(run_dir: Path) -> list[dict]:

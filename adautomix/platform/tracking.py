@@ -55,6 +55,7 @@ EXAMPLE_FILE = "input_example.npy"  # a batch of two test images, the model's in
 _HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
                   "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
 RETRY_S = 10.0  # while the store is down, try again at most this often
+FINAL_WAIT_S = 120.0  # how long the end of a study waits for a store that is down
 _MAX_PARAMS_PER_CALL = 100  # MLflow's log_batch limit
 _queue = None  # the thread that does the logging (StudyTracker._call)
 _secrets: dict[str, str] = {}  # masked URI -> URI, for trackers unpickled in this process
@@ -103,6 +104,8 @@ def client(uri: str):
     """An ``MlflowClient`` for ``uri`` with short HTTP retries (see ``_HTTP_DEFAULTS``)."""
     for key, value in _HTTP_DEFAULTS.items():
         os.environ.setdefault(key, value)
+    # one warning says the store is down, not a line per retry of each call
+    logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
     from mlflow import MlflowClient
 
     return MlflowClient(tracking_uri=uri)
@@ -248,7 +251,7 @@ class StudyTracker:
         self._runs: dict[str, str] = {}  # trial key -> run id
         self._trials: dict[str, tuple[str, dict]] = {}  # trial key -> (run name, tags)
         self._need_params: set[str] = set()  # runs that have no params yet
-        self._done: set[str] = set()  # runs that were FINISHED when their trial started again
+        self._done: set[str] = set()  # runs closed (or FINISHED when their trial started again)
         self._epochs: dict[str, list[dict]] = {}  # trial key -> epochs received, not yet logged
 
     @property
@@ -321,10 +324,11 @@ class StudyTracker:
         from mlflow.entities import Metric
 
         now = _now_ms()
-        for record in self._epochs.get(key, []):
-            c.log_batch(run_id, metrics=[Metric(k, float(v), now, int(record["epoch"]))
-                                         for k, v in record.items() if k != "epoch"])
-        self._epochs[key] = []
+        records = self._epochs.get(key, [])  # Tune's thread appends to it meanwhile
+        while records:
+            c.log_batch(run_id, metrics=[Metric(k, float(v), now, int(records[0]["epoch"]))
+                                         for k, v in records[0].items() if k != "epoch"])
+            records.pop(0)
 
     def _close(self, c, key: str, run_id: str, status: str, run_dir: Path, tags) -> None:
         if status == "FINISHED":
@@ -361,6 +365,13 @@ class StudyTracker:
 
         self._call("the study's results on the parent run", end)
         self.flush()
+        if self.failed:  # the store is down: give it a little time to come back
+            print(f"MLflow: {mask(self.uri)} is not answering; trying for {FINAL_WAIT_S:.0f} s more "
+                  "to log what is missing", file=sys.stderr, flush=True)
+            deadline = time.monotonic() + FINAL_WAIT_S
+            while self.failed and time.monotonic() < deadline:
+                time.sleep(RETRY_S)
+                self.flush()
 
     def _register(self, c, key: str, name: str) -> None:
         import mlflow
@@ -462,18 +473,16 @@ class RunLogger(Callback):
                 log_model(self.outbox.uri, self.run_id, run_dir)
 
         self.outbox.send("the run's files and model", files, force=True)
-        if self.outbox.pending:  # a last try for what is still missing
-            time.sleep(1)
-            self.outbox.send("", None, force=True)
 
     def _log_epochs(self, c) -> None:
         from mlflow.entities import Metric
 
         now = _now_ms()
-        for record in self._epochs:
+        while self._epochs:  # one by one: a failure in between logs nothing twice
+            record = self._epochs[0]
             c.log_batch(self.run_id, metrics=[Metric(k, float(v), now, int(record["epoch"]))
                                               for k, v in record.items() if k != "epoch"])
-        self._epochs = []
+            self._epochs.pop(0)
 
 
 def train_logged(cfg, uri: str, train_fn) -> dict:
