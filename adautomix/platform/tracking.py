@@ -52,8 +52,10 @@ MODEL_TRAINING = "custom_model_development"
 MODEL_FILE = "model.pt2"  # the headline model (torch.export), written by ExportModel
 EXAMPLE_FILE = "input_example.npy"  # a batch of two test images, the model's input example
 # A dead server should cost seconds, not the client's default minutes of retries per call.
-_HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-                  "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
+_CLIENT_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                  "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+                  # MLflow prints each closed run's URL, credentials and all; ours are masked
+                  "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
 RETRY_S = 10.0  # while the store is down, try again at most this often
 FINAL_WAIT_S = 120.0  # how long the end of a study waits for a store that is down
 _MAX_PARAMS_PER_CALL = 100  # MLflow's log_batch limit
@@ -101,14 +103,18 @@ def runs_url(uri: str, experiment_id: str) -> str:
 
 
 def client(uri: str):
-    """An ``MlflowClient`` for ``uri`` with short HTTP retries (see ``_HTTP_DEFAULTS``)."""
-    for key, value in _HTTP_DEFAULTS.items():
-        os.environ.setdefault(key, value)
-    # one warning says the store is down, not a line per retry of each call
-    logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
+    """An ``MlflowClient`` for ``uri`` with short HTTP retries (see ``_CLIENT_DEFAULTS``)."""
+    _client_defaults()
     from mlflow import MlflowClient
 
     return MlflowClient(tracking_uri=uri)
+
+
+def _client_defaults() -> None:
+    for key, value in _CLIENT_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+    # one warning says the store is down, not a line per retry of each call
+    logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
 
 
 def warn(uri: str, err: BaseException, what: str, where: str | None = None, retry: bool = False) -> None:
@@ -163,6 +169,7 @@ def log_model(uri: str, run_id: str, run_dir: Path, registered_name: str | None 
     import torch
     from mlflow.models import infer_signature
 
+    _client_defaults()
     module = torch.export.load(run_dir / MODEL_FILE).module()
     example = np.load(run_dir / EXAMPLE_FILE, allow_pickle=False)
     with torch.no_grad():
