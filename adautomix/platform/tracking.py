@@ -160,7 +160,7 @@ class ExportModel(Callback):
         np.save(trainer.out / EXAMPLE_FILE, x.numpy(), allow_pickle=False)
 
 
-def log_model(uri: str, run_id: str, run_dir: Path, registered_name: str | None = None) -> str:
+def log_model(uri: str, run_id: str, run_dir: Path) -> str:
     """Log ``run_dir``'s exported model into run ``run_id`` in MLflow's ``pt2`` format, with a
     signature inferred from its input example and its output; returns the model's URI."""
     import mlflow
@@ -197,8 +197,8 @@ def log_model(uri: str, run_id: str, run_dir: Path, registered_name: str | None 
 
 class _Outbox:
     """Calls to the store, sent in order on one thread; a call that fails stays, with those
-    after it, and all are sent again at the next call once ``RETRY_S`` has passed (or at
-    ``drain``). The first failure prints the one warning."""
+    after it, and all are sent again at the next call once ``RETRY_S`` has passed (at once when
+    ``force``d: ``flush``, the end of a run). The first failure prints the one warning."""
 
     def __init__(self, uri: str, where: str, mask_pickled: bool = True):
         self.uri, self.where, self.mask_pickled = uri, where, mask_pickled
@@ -394,9 +394,14 @@ class StudyTracker:
         logger.setLevel(logging.WARNING)  # no "Created version" lines
         try:
             version = mlflow.register_model(model_uri, name, tags={TRIAL_KEY_TAG: key})
+            c.set_registered_model_alias(name, CHAMPION, version.version)
+        except Exception as err:  # noqa: BLE001 - a store without a model registry: the rest is logged
+            print(f"WARNING: MLflow: the best model could not be registered as {name}@{CHAMPION} "
+                  f"at {mask(self.uri)}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+                  f"; it stays logged in its run ({model_uri})", file=sys.stderr, flush=True)
+            return
         finally:
             logger.setLevel(level)
-        c.set_registered_model_alias(name, CHAMPION, version.version)
         c.set_tag(self.parent_run_id, TAG_PREFIX + "champion", f"models:/{name}@{CHAMPION}")
 
     def reopen(self) -> None:
@@ -444,7 +449,7 @@ class StudyTracker:
 
 class RunLogger(Callback):
     """``adautomix train --tracking-uri``: logs one run into the MLflow run ``run_id`` (created
-    and closed by ``start_run`` / ``end_run``): each epoch's metrics at step ``epoch``, the
+    and closed by ``train_logged``): each epoch's metrics at step ``epoch``, the
     pictures, at the end ``metrics.json``, ``metrics.jsonl`` and the model (``ExportModel``
     writes it first when ``mlflow.log_model=true``). Hooks run on rank 0; picklable for Ray
     Train's workers. Epochs missed while the store was down are sent with the next one."""
