@@ -119,14 +119,17 @@ def _client_defaults() -> None:
 
 def warn(uri: str, err: BaseException, what: str, where: str | None = None, retry: bool = False) -> None:
     """The one clear message a tracking failure gets (training goes on); the URI is masked."""
-    first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-    first = first.replace(uri, mask(uri))
+    first = _first_line(err).replace(uri, mask(uri))
     lines = [f"WARNING: MLflow tracking failed ({what}) at {mask(uri)}: {type(err).__name__}: {first}",
              "  training continues; " + ("what is not logged is kept and sent when the store answers again"
                                          if retry else "MLflow logging is off for this study")]
     if where:
         lines.append(f"  the metrics stay in {where} (metrics.jsonl per epoch, metrics.json)")
     print("\n".join(lines), file=sys.stderr, flush=True)
+
+
+def _first_line(err: BaseException) -> str:
+    return str(err).strip().splitlines()[0] if str(err).strip() else ""
 
 
 def git_commit() -> str:
@@ -397,7 +400,7 @@ class StudyTracker:
             c.set_registered_model_alias(name, CHAMPION, version.version)
         except Exception as err:  # noqa: BLE001 - a store without a model registry: the rest is logged
             print(f"WARNING: MLflow: the best model could not be registered as {name}@{CHAMPION} "
-                  f"at {mask(self.uri)}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+                  f"at {mask(self.uri)}: {type(err).__name__}: {_first_line(err).replace(self.uri, mask(self.uri))}"
                   f"; it stays logged in its run ({model_uri})", file=sys.stderr, flush=True)
             return
         finally:
