@@ -6,6 +6,7 @@ exit code 2.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from .config import ConfigError, help_text, load_config
@@ -18,18 +19,30 @@ def _train(args: argparse.Namespace) -> int:
     from .engine import CheckpointError, RunExistsError, train
 
     overrides = list(args.overrides) + (["train.resume=true"] if args.resume else [])
+    errors: tuple = (ConfigError, DataError, RunExistsError, CheckpointError)
     try:
         cfg = load_config(args.config, overrides)
-        if cfg.train.workers > 0:
-            from .platform.ray_train import RayTrainError, train_with_ray
+    except errors as err:
+        return _fail(err)
+    if cfg.train.workers > 0:
+        from .platform.ray_train import RayTrainError, train_with_ray
 
-            try:
-                train_with_ray(cfg, address=args.address)
-            except RayTrainError as err:
-                return _fail(err)
+        errors += (RayTrainError,)
+
+        def run(callbacks):
+            return train_with_ray(cfg, address=args.address, callbacks=callbacks)
+    else:
+        def run(callbacks):
+            return train(cfg, callbacks=callbacks)
+    uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    try:
+        if uri:  # MLflow is imported only then, at the edge
+            from .platform.tracking import train_logged
+
+            train_logged(cfg, uri, run)
         else:
-            train(cfg)
-    except (ConfigError, DataError, RunExistsError, CheckpointError) as err:
+            run([])
+    except errors as err:
         return _fail(err)
     return 0
 
@@ -66,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     tp.add_argument("--resume", action="store_true", help="continue from out_dir/checkpoints/last.pt")
     tp.add_argument("--address", default=None,
                     help="Ray cluster to join when train.workers > 0 (default: $RAY_ADDRESS, else a local one)")
+    tp.add_argument("--tracking-uri", default=None,
+                    help="log the run to MLflow (default: $MLFLOW_TRACKING_URI; unset: no MLflow), "
+                         "e.g. sqlite:///mlflow.db or http://host:5000")
     tp.set_defaults(func=_train)
 
     bp = sub.add_parser("bench", help="per-step time and peak memory of each method")

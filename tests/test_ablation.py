@@ -27,7 +27,7 @@ from adautomix.config import Config, flatten, to_dict
 from adautomix.evaluation.report import format_value
 from adautomix.platform.study import StudyError, load_study
 
-from conftest import REPO, cluster_env
+from conftest import REPO, SESSION_DIR, cluster_env
 
 RUNNER = REPO / "tune" / "run_ablation.py"
 STUDIES = sorted((REPO / "ablations").glob("*.yaml"))
@@ -281,19 +281,38 @@ def test_resuming_a_study_with_a_changed_file_or_overrides_is_refused(tmp_path):
 
 
 # ------------------------------------------------------------------------------ tracking
-def test_dead_tracking_server_warns_once_and_logging_stops(tmp_path, capfd):
+def test_dead_tracking_server_warns_once_and_keeps_what_it_could_not_log(tmp_path, capfd):
+    from adautomix.platform import tracking
     from adautomix.platform.tracking import StudyTracker
 
-    uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    uri = f"http://alice:s3cret@127.0.0.1:{free_port()}"  # nothing listens there
     tracker = StudyTracker(uri, "1", "0" * 32, where=str(tmp_path / "study"))
     tracker.trial_started("abc", "method=mixup seed=0", {})
     tracker.trial_epoch("abc", {"epoch": 1, "top1": 50.0}, tmp_path)
     tracker.trial_ended("abc", "FINISHED", tmp_path)
     tracker.flush()  # the tracker logs on its own thread
     err = capfd.readouterr().err
-    assert err.count("WARNING: MLflow tracking failed") == 1 and uri in err
+    assert err.count("WARNING: MLflow tracking failed") == 1, err
+    assert tracking.mask(uri) in err and "s3cret" not in err  # the password is never printed
     assert "training continues" in err and str(tmp_path / "study") in err
-    assert tracker.failed
+    assert tracker.failed and len(tracker.outbox.pending) == 3  # kept, to be sent when it answers
+
+
+def test_a_password_in_the_tracking_uri_is_masked_everywhere_it_is_shown_or_pickled():
+    import pickle
+
+    from adautomix.platform.tracking import StudyTracker, mask, runs_url, ui_command
+
+    uri = "http://alice:s3cret@mlflow.example:5000"
+    assert mask(uri) == "http://alice:***@mlflow.example:5000"
+    assert mask("http://mlflow.example:5000") == "http://mlflow.example:5000"
+    assert mask("sqlite:////tmp/m.db") == "sqlite:////tmp/m.db"
+    assert ui_command(uri) == "mlflow ui --backend-store-uri http://alice:***@mlflow.example:5000"
+    assert runs_url(uri, "3").startswith("http://mlflow.example:5000/#/experiments/3/")
+    tracker = StudyTracker(uri, "1", "abc")
+    blob = pickle.dumps(tracker)  # what Tune writes into its experiment state
+    assert b"s3cret" not in blob
+    assert pickle.loads(blob).uri == uri  # unpickled by the driver that holds the URI
 
 
 def test_tracker_is_picklable_without_its_client(tmp_path):
@@ -303,9 +322,9 @@ def test_tracker_is_picklable_without_its_client(tmp_path):
 
     uri = resolve_tracking_uri(f"sqlite:///{tmp_path / 'm.db'}")
     tracker = StudyTracker(uri, "1", "abc")
-    tracker._client = object()  # an open client never travels
+    tracker.outbox._client = object()  # an open client never travels
     clone = pickle.loads(pickle.dumps(tracker))
-    assert (clone.uri, clone.experiment_id, clone.parent_run_id, clone._client) == (uri, "1", "abc", None)
+    assert (clone.uri, clone.experiment_id, clone.parent_run_id, clone.outbox._client) == (uri, "1", "abc", None)
 
 
 def test_the_printed_url_opens_the_experiments_training_runs():
@@ -343,45 +362,82 @@ def test_smoke_study_logs_one_parent_and_a_child_per_trial(tmp_path, ray_cluster
     mlflow.set_tracking_uri(uri)
     model = mlflow.pytorch.load_model(run.data.tags["adautomix.model_uri"])
     assert model(torch.zeros(3, 3, 32, 32)).shape == (3, 10)
+    check_champion(client, uri, "tiny", children)
+
+
+def check_champion(client, uri: str, name: str, children) -> None:
+    """The best trial's model is registered as ``name`` with the alias ``champion``, saved in
+    the pickle-free pt2 format with a signature and an input example, and loads back to predict."""
+    import mlflow
+    import numpy as np
+
+    best = max(children, key=lambda r: r.data.metrics["top1"])
+    version = client.get_model_version_by_alias(name, "champion")
+    assert version.run_id == best.info.run_id
+    mlflow.set_tracking_uri(uri)
+    info = mlflow.models.get_model_info(f"models:/{name}@champion")
+    files = {p.relative_to(folder).as_posix() for folder in
+             [Path(mlflow.artifacts.download_artifacts(f"models:/{name}@champion"))] for p in folder.rglob("*")}
+    assert "data/model.pt2" in files and not any(f.endswith(".pth") for f in files)  # torch.export, no pickle
+    assert [s.shape for s in info.signature.inputs.inputs] == [(-1, 3, 32, 32)]
+    assert info.saved_input_example_info is not None
+    x = np.random.default_rng(0).standard_normal((5, 3, 32, 32)).astype("float32")
+    logits = mlflow.pyfunc.load_model(f"models:/{name}@champion").predict(x)
+    assert np.asarray(logits).shape == (5, 10)
+
+
+class MlflowServer:
+    """A real `mlflow server` on 127.0.0.1 (SQLite backend, served artifacts) that a test can
+    stop and start again on the same port and store."""
+
+    def __init__(self, folder: Path):
+        self.folder, self.port = folder, free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = None
+
+    def start(self) -> None:
+        log = (self.folder / "server.log").open("a")
+        self.proc = subprocess.Popen(
+            [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
+             "--backend-store-uri", f"sqlite:///{self.folder / 'server.db'}",
+             "--artifacts-destination", str(self.folder / "server-artifacts")],
+            cwd=self.folder, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, (self.folder / "server.log").read_text()
+            try:
+                if urllib.request.urlopen(f"{self.url}/health", timeout=2).status == 200:
+                    return
+            except OSError:
+                time.sleep(0.5)
+        pytest.fail("mlflow server did not start:\n" + (self.folder / "server.log").read_text())
+
+    def stop(self) -> None:
+        # the server's process group (its own session): the server and its job-queue consumers
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)  # consumers that outlived the server
+        except ProcessLookupError:
+            pass
+        self.proc.wait(timeout=10)
 
 
 @pytest.fixture()
 def mlflow_server(tmp_path):
-    """A real `mlflow server` on 127.0.0.1 (SQLite backend, served artifacts), stopped after."""
-    port = free_port()
-    log = (tmp_path / "server.log").open("w")
-    proc = subprocess.Popen(
-        [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-         "--artifacts-destination", str(tmp_path / "server-artifacts")],
-        cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, (tmp_path / "server.log").read_text()
-        try:
-            if urllib.request.urlopen(f"{url}/health", timeout=2).status == 200:
-                break
-        except OSError:
-            time.sleep(1)
-    else:
-        pytest.fail("mlflow server did not start:\n" + (tmp_path / "server.log").read_text())
-    yield url
-    # the server's process group (its own session): the server and its job-queue consumers
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        pass
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)  # consumers that outlived the server
-    except ProcessLookupError:
-        pass
-    proc.wait(timeout=10)
-    log.close()
+    server = MlflowServer(tmp_path)
+    server.start()
+    yield server
+    if server.proc.poll() is None:
+        server.stop()
 
 
 def test_smoke_study_against_a_real_mlflow_server(tmp_path, ray_cluster, mlflow_server):
+    mlflow_server = mlflow_server.url
     path = write_study(tmp_path)
     done = run_cli([path, "--smoke", "--address", ray_cluster.address], tmp_path,
                    env={**cluster_env(), "MLFLOW_TRACKING_URI": mlflow_server})
@@ -406,6 +462,90 @@ def test_study_with_the_tracking_server_down_still_trains(tmp_path, ray_cluster)
     assert "| vanilla | 1 |" in done.stdout  # smoke: one seed
     metrics = list((tmp_path / "study" / "trials").glob("*/metrics.json"))
     assert len(metrics) == 1 and json.loads(metrics[0].read_text())["epochs_done"] == 2
+
+
+def test_tracking_server_that_goes_away_and_comes_back_gets_every_epoch(tmp_path, ray_cluster, mlflow_server):
+    """The server is stopped after the trial's first epoch and started again (same port, same
+    store): logging resumes, the missed epochs are back-filled, the run ends
+    FINISHED with its model registered as the champion; the password in the URI is never
+    printed nor written (state.json, Tune's experiment state)."""
+    epochs = 8
+    path = write_study(tmp_path, space={"method.name": ["adautomix"]},
+                       base={**TINY_BASE, "train": {**TINY_BASE["train"], "epochs": epochs}})
+    uri = mlflow_server.url.replace("http://", "http://alice:s3cret@")
+    study = tmp_path / "study"
+    with (tmp_path / "out.txt").open("w") as out, (tmp_path / "err.txt").open("w") as err:
+        proc = subprocess.Popen([sys.executable, str(RUNNER), str(path), "--address", ray_cluster.address,
+                                 "--out", str(study)], cwd=tmp_path, stdout=out, stderr=err,
+                                env={**cluster_env(), "MLFLOW_TRACKING_URI": uri})
+    try:
+        def wait_for_epoch(n: int) -> None:
+            deadline = time.monotonic() + 300
+            while not any(len(epochs_of(d)) >= n for d in study.glob("trials/*/")):
+                assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "err.txt").read_text()
+                time.sleep(0.2)
+
+        wait_for_epoch(1)
+        mlflow_server.stop()
+        wait_for_epoch(2)  # an epoch that arrives while the server is away
+        mlflow_server.start()
+        assert proc.wait(timeout=600) == 0, (tmp_path / "err.txt").read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    stdout, stderr = (tmp_path / "out.txt").read_text(), (tmp_path / "err.txt").read_text()
+    assert stderr.count("WARNING: MLflow tracking failed") == 1, stderr
+    assert "http://alice:***@127.0.0.1" in stderr and "logging resumed" in stderr
+    assert "s3cret" not in stdout + stderr
+    assert json.loads((study / "state.json").read_text())["tracking_uri"] == mlflow_server.url.replace(
+        "http://", "http://alice:***@")
+    leaked = [p for p in study.rglob("*") if p.is_file() and b"s3cret" in p.read_bytes()]
+    assert not leaked, leaked
+    assert "MLflow: mlflow ui --backend-store-uri http://alice:***@" in stdout
+    client, parents, children = study_runs(mlflow_server.url, "tiny")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED" and len(children) == 1
+    check_child(client, children[0], parents[0].info.run_id, epochs=epochs)  # every epoch, once
+    check_champion(client, mlflow_server.url, "tiny", children)
+
+
+def test_a_trial_whose_process_dies_leaves_no_run_running(tmp_path, ray_cluster):
+    """The trial's process is killed (SIGKILL) in its second epoch: Tune reports the trial
+    errored, and its MLflow run is closed FAILED (the parent too: a trial failed)."""
+    base = {**TINY_BASE, "train": {**TINY_BASE["train"], "epochs": 6}, "mlflow": {"log_model": False}}
+    path = write_study(tmp_path, space={"method.name": ["vanilla"]}, base=base)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    study = tmp_path / "study"
+    proc = subprocess.Popen([sys.executable, str(RUNNER), str(path), "--address", ray_cluster.address,
+                             "--tracking-uri", uri, "--out", str(study)], cwd=tmp_path, env=cluster_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        trial = None
+        while trial is None:
+            assert proc.poll() is None and time.monotonic() < deadline, "the study ended before the kill"
+            trial = next((d for d in study.glob("trials/*/") if len(epochs_of(d)) >= 1), None)
+            time.sleep(0.2)
+        # the trial's process: Tune runs it in a working folder named like the trial's, under
+        # this session's Ray temp dir (so no other Ray cluster's process can match)
+        pids = [int(p.parent.name) for p in Path("/proc").glob("[0-9]*/cwd")
+                if (cwd := _cwd(p)) and cwd.name == trial.name and SESSION_DIR in cwd.parents]
+        assert pids, f"no process runs in {trial}"
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        assert proc.wait(timeout=300) == 1  # the study reports the failed trial
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    client, parents, children = study_runs(uri, "tiny")
+    assert [r.info.status for r in children] == ["FAILED"]
+    assert parents[0].info.status == "FAILED"
+
+
+def _cwd(link: Path) -> Path | None:
+    try:
+        return Path(os.readlink(link))
+    except OSError:
+        return None
 
 
 def epochs_of(run_dir: Path) -> list[dict]:

@@ -266,9 +266,7 @@ def run_study(study: Study, *, study_dir: Path | None = None, resume: bool = Fal
         if state["fingerprint"] != study.fingerprint():
             raise StudyError(f"--resume: {study_dir} was started with a different study file, "
                              "overrides or --smoke; run without --resume to start a new study")
-        uri = state["tracking_uri"]
-        if tracking_uri and uri and tracking.resolve_tracking_uri(tracking_uri) != uri:
-            raise StudyError(f"--resume: this study logs to {uri}, not {tracking_uri}")
+        uri = _resume_uri(state["tracking_uri"], tracking_uri)
         tracker = tracking.StudyTracker(uri, state["experiment_id"], state["parent_run_id"],
                                         str(study_dir)) if uri else None
         if tracker:
@@ -282,7 +280,7 @@ def run_study(study: Study, *, study_dir: Path | None = None, resume: bool = Fal
         _write_json(study_dir / STATE, {
             "study": study.name, "study_file": str(study.path.resolve()), "fingerprint": study.fingerprint(),
             "overrides": study.overrides, "smoke": study.smoke,
-            "tracking_uri": tracker.uri if tracker else None,
+            "tracking_uri": tracking.mask(tracker.uri) if tracker else None,  # no password
             "experiment_id": tracker.experiment_id if tracker else None,
             "parent_run_id": tracker.parent_run_id if tracker else None,
             "started": time.strftime("%Y-%m-%d %H:%M:%S")})
@@ -321,7 +319,8 @@ def run_study(study: Study, *, study_dir: Path | None = None, resume: bool = Fal
     if tracker:
         tracker.study_ended([study_dir / "study.yaml", *files],
                             "FAILED" if failed else "KILLED" if incomplete else "FINISHED",
-                            {"adautomix.trials_done": str(len(records))})
+                            {"adautomix.trials_done": str(len(records))},
+                            champion=_best_key(study, records), model_name=study.name)
     return Outcome(study_dir, tracker.uri if tracker and not tracker.failed else None,
                    tracker.experiment_id if tracker else None, records, failed, table,
                    study.total_trials() - before, incomplete)
@@ -340,10 +339,36 @@ def _records(study: Study, grid, incomplete: bool) -> tuple[list[dict], list[str
         if result.error is not None:
             failed.append(f"{trial.name}: {type(result.error).__name__}; see {result.path}")
         elif "epoch" in metrics and (finished or not incomplete):
-            records.append({"setting": trial.setting, "seed": trial.seed,
+            records.append({"setting": trial.setting, "seed": trial.seed, "key": trial.key,
                             "status": "finished" if finished else "stopped_early",
                             "epochs_done": int(metrics["epoch"]), "metrics": metrics})
     return records, failed
+
+
+def _best_key(study: Study, records: list[dict]) -> str | None:
+    """The key of the finished trial with the best ``study.metric`` (its model is the champion)."""
+    scored = [r for r in records if r["status"] == "finished" and study.metric in r["metrics"]]
+    if not scored:
+        return None
+    pick = max if study.mode == "max" else min
+    return pick(scored, key=lambda r: r["metrics"][study.metric])["key"]
+
+
+def _resume_uri(stored: str | None, given: str | None) -> str | None:
+    """The tracking URI of a resumed study: the one in ``state.json``, which holds it with its
+    password masked; then the full URI must be given again (``--tracking-uri`` or
+    ``$MLFLOW_TRACKING_URI``)."""
+    if not stored:
+        return None
+    if not given and tracking.mask(stored) == stored:  # no password: the stored URI is whole
+        return stored
+    if not given and not os.environ.get("MLFLOW_TRACKING_URI"):
+        raise StudyError(f"--resume: this study logs to {stored}; give the URI with its password "
+                         "again (--tracking-uri or $MLFLOW_TRACKING_URI)")
+    uri = tracking.resolve_tracking_uri(given)
+    if tracking.mask(uri) != stored:
+        raise StudyError(f"--resume: this study logs to {stored}, not {tracking.mask(uri)}")
+    return uri
 
 
 def _write_results(study: Study, study_dir: Path, rows: list[dict], table: str) -> list[Path]:
