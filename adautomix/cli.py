@@ -14,7 +14,7 @@ USAGE_ERROR = 2
 
 def _train(args: argparse.Namespace) -> int:
     from .data.datasets import DataError
-    from .engine import RunExistsError, train
+    from .engine import CheckpointWriteError, RunExistsError, train
 
     overrides = list(args.overrides) + (["train.resume=true"] if args.resume else [])
     try:
@@ -28,7 +28,7 @@ def _train(args: argparse.Namespace) -> int:
                 return _fail(err)
         else:
             train(cfg)
-    except (ConfigError, DataError, RunExistsError) as err:
+    except (ConfigError, DataError, RunExistsError, CheckpointWriteError) as err:
         return _fail(err)
     return 0
 

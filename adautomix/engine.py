@@ -36,6 +36,10 @@ class RunExistsError(RuntimeError):
     """``out_dir`` already holds a run and ``train.resume`` is off."""
 
 
+class CheckpointWriteError(RuntimeError):
+    """A checkpoint could not be written (e.g. the disk is full); the previous one is intact."""
+
+
 class Callback:
     """The engine's hooks; a logger or reporter overrides the ones it needs (the rest do nothing).
 
@@ -205,8 +209,15 @@ class Trainer:
     def save_checkpoint(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
-        torch.save(self.state_dict(), tmp)
-        os.replace(tmp, path)  # atomic: an interruption never leaves a half-written checkpoint
+        try:
+            torch.save(self.state_dict(), tmp)
+            os.replace(tmp, path)  # atomic: an interruption never leaves a half-written checkpoint
+        except (OSError, RuntimeError) as err:  # torch.save reports a failed write as RuntimeError
+            tmp.unlink(missing_ok=True)
+            kept = "the previous checkpoint there is intact" if path.exists() else "no earlier checkpoint"
+            raise CheckpointWriteError(
+                f"cannot write the checkpoint of epoch {self.epoch} to {path} ({err}); {kept}. "
+                "Free space in out_dir, then add --resume to continue") from None
 
     def load_checkpoint(self, path: Path) -> None:
         self.load_state_dict(torch.load(path, map_location=self.device, weights_only=False))
