@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import statistics
 import time
 from pathlib import Path
@@ -215,9 +216,12 @@ class Trainer:
         except (OSError, RuntimeError) as err:  # torch.save reports a failed write as RuntimeError
             tmp.unlink(missing_ok=True)
             kept = "the previous checkpoint there is intact" if path.exists() else "no earlier checkpoint"
+            free = shutil.disk_usage(path.parent).free / 2**20
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise CheckpointWriteError(
-                f"cannot write the checkpoint of epoch {self.epoch} to {path} ({err}); {kept}. "
-                "Free space in out_dir, then add --resume to continue") from None
+                f"cannot write the checkpoint of epoch {self.epoch} to {path} ({reason}; {free:.1f} MiB "
+                f"free on that file system); {kept}. Free space in out_dir, then add --resume to continue"
+            ) from None
 
     def load_checkpoint(self, path: Path) -> None:
         self.load_state_dict(torch.load(path, map_location=self.device, weights_only=False))
