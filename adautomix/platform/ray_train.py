@@ -132,7 +132,6 @@ def _worker_loop(config: dict) -> None:
     from torch.nn.parallel import DistributedDataParallel
 
     cfg: Config = config["cfg"]
-    _check_run_dir_visible(cfg, config["launch"])
     # Ray Train's worker logging sends INFO records of every logger to the console (one of its
     # modules logs each report there); training progress is printed, so warnings are enough.
     logging.getLogger().setLevel(logging.WARNING)
@@ -152,17 +151,24 @@ def _worker_loop(config: dict) -> None:
             find_unused_parameters=unused)
 
     callbacks = [ReportEpochs("train"), *config["callbacks"]]
-    trainer = Trainer(cfg, rank, world_size, wrap=wrap, callbacks=callbacks, device=device,
-                      quiet=config["quiet"])
-    # set when Ray Train restarted the group after a failure, or a launch with this run's name
-    # and storage finds the run's snapshot (a Tune trial continued by Tuner.restore)
-    restored = ray.train.get_checkpoint()
-    if restored is not None:
-        with restored.as_directory() as folder:
-            trainer.load_checkpoint(Path(folder) / Path(CHECKPOINT).name)
-    elif cfg.train.resume:
-        trainer.load_checkpoint(Path(cfg.out_dir) / CHECKPOINT)
-    trainer.fit()
+    try:
+        _check_run_dir_visible(cfg, config["launch"])
+        trainer = Trainer(cfg, rank, world_size, wrap=wrap, callbacks=callbacks, device=device,
+                          quiet=config["quiet"])
+        # set when Ray Train restarted the group after a failure, or a launch with this run's
+        # name and storage finds the run's snapshot (a Tune trial continued by Tuner.restore)
+        restored = ray.train.get_checkpoint()
+        if restored is not None:
+            with restored.as_directory() as folder:
+                trainer.load_checkpoint(Path(folder) / Path(CHECKPOINT).name)
+        elif cfg.train.resume:
+            trainer.load_checkpoint(Path(cfg.out_dir) / CHECKPOINT)
+        trainer.fit()
+    except (DataError, ConfigError, CheckpointWriteError):
+        # the driver prints these as one line; Ray Train would log the worker's traceback first
+        logging.getLogger("ray.train.v2._internal.util").addFilter(
+            lambda record: not record.getMessage().startswith("Error in training function"))
+        raise
 
 
 def _check_run_dir_visible(cfg: Config, launch: str) -> None:
@@ -264,6 +270,9 @@ def connect(address: str | None, env_vars: list[str] | tuple[str, ...] = ()) -> 
         port = _free_port(8265)
         quiet.update(include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port)
         env["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
+    elif ":" in address and "://" not in address:
+        # the same for a cluster joined by its GCS address: Ray's state API finds it there
+        env["RAY_ADDRESS"] = address
     if env:
         quiet["runtime_env"] = {"env_vars": env}
     # A new local cluster gets token authentication (Ray >= 2.5x, token in ~/.ray/auth_token,
