@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -194,6 +195,16 @@ def test_sync_bn_on_cpu_workers_is_refused_before_starting(tmp_path):
     with pytest.raises(ConfigError, match="train.sync_bn"):
         train_with_ray(cfg, quiet=True)
     assert not Path(cfg.out_dir).exists()
+
+
+@pytest.mark.parametrize("override, key", [
+    ('train.env_vars=["NCCL DEBUG"]', "train.env_vars[0]"), ("train.env_vars=[\"*\"]", "train.env_vars[0]"),
+    ("train.worker_start_timeout_s=0", "train.worker_start_timeout_s"),
+    ("train.controller_failure_limit=-2", "train.controller_failure_limit"),
+    ("train.max_preemption_failures=-2", "train.max_preemption_failures")])
+def test_bad_fault_and_environment_keys_are_refused(tmp_path, override, key):
+    with pytest.raises(ConfigError, match=re.escape(key)):
+        tiny(tmp_path, "train.workers=1", override)
 
 
 def test_ema_teacher_stays_identical_on_every_rank(tmp_path, ray_connected):

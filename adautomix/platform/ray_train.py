@@ -9,16 +9,22 @@ every rank, so it stays identical without being broadcast. Only rank 0 writes th
 Reports: after every epoch each rank calls ``ray.train.report`` with the epoch's record
 (``ReportEpochs``); every ``train.ckpt_every`` epochs rank 0 hands over the folder of
 ``out_dir/checkpoints/last.pt``, which it has just written. When a worker dies, Ray Train restarts
-the group (``FailureConfig(max_failures=train.max_failures)``) and the new workers resume from
-``ray.train.get_checkpoint()``, so the epoch count continues. The run has a fixed name and its
+the group and the new workers resume from ``ray.train.get_checkpoint()``, so the epoch count
+continues. Ray Train's ``FailureConfig`` keeps three budgets: ``train.max_failures`` (workers that
+died), ``train.max_preemption_failures`` (preempted nodes; Ray's preemption watcher is on) and
+``train.controller_failure_limit`` (worker-group starts that found no room within
+``train.worker_start_timeout_s``, e.g. after a node was lost on a cluster without an autoscaler). The run has a fixed name and its
 storage in ``out_dir/ray/``, so a later launch of the same run (``--resume``, or a Tune trial
 continued by ``Tuner.restore``) is restored by Ray Train from its snapshot; ``last.pt`` serves
 ``--resume`` when Ray's storage is gone.
 
 Cluster: ``address`` (or ``RAY_ADDRESS``) joins a running cluster, otherwise a local one is started
-with its dashboard on 127.0.0.1 and token authentication on. Inside a Ray job or task (a Tune
-trial) the existing connection is used as it is. For several nodes, ``out_dir`` must be a path
-every node sees (NFS or similar): Ray Train's checkpoint storage lives under it.
+with its dashboard on 127.0.0.1; ``RAY_AUTH_MODE=token`` either way, and the token file readable by
+its owner only. Inside a Ray job or task (a Tune trial) the existing connection is used as it is.
+Every worker gets MLflow's credentials and ``train.env_vars`` from the driver (Ray's runtime
+environment). For several nodes, ``out_dir`` must be a path every node sees (NFS or similar): Ray
+Train's checkpoint storage lives under it, and each worker checks that it sees the driver's
+launch id there before training.
 
 Ray Train: https://docs.ray.io/en/latest/train/train.html
 """
