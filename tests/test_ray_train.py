@@ -450,3 +450,17 @@ def test_a_local_cluster_starts_with_token_auth_and_an_owner_only_token(tmp_path
                           text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     assert "mode 0o600 token True 64" in done.stdout and "task token" in done.stdout, done.stdout
+
+
+def test_token_auth_is_set_even_when_ray_was_imported_first():
+    """Ray reads RAY_AUTH_MODE when it is imported; the run sets it later (e.g. a study driver
+    imports Ray before it connects), so Ray's cached setting must follow."""
+    env = {k: v for k, v in cluster_env().items() if not k.startswith("RAY_AUTH_")}
+    code = ("import ray\n"
+            "from ray._raylet import AuthenticationMode, get_authentication_mode\n"
+            "from adautomix.platform.ray_train import use_token_auth\n"
+            "before = get_authentication_mode() == AuthenticationMode.TOKEN\n"
+            "use_token_auth()\n"
+            "print(before, get_authentication_mode() == AuthenticationMode.TOKEN)\n")
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert done.stdout.split() == ["False", "True"], done.stdout + done.stderr[-2000:]
