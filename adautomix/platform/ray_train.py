@@ -13,9 +13,9 @@ the group and the new workers resume from ``ray.train.get_checkpoint()``, so the
 continues. Ray Train's ``FailureConfig`` keeps three budgets: ``train.max_failures`` (workers that
 died), ``train.max_preemption_failures`` (preempted nodes; Ray's preemption watcher is on) and
 ``train.controller_failure_limit`` (worker-group starts that found no room within
-``train.worker_start_timeout_s``, e.g. after a node was lost on a cluster without an autoscaler). The run has a fixed name and its
-storage in ``out_dir/ray/``, so a later launch of the same run (``--resume``, or a Tune trial
-continued by ``Tuner.restore``) is restored by Ray Train from its snapshot; ``last.pt`` serves
+``train.worker_start_timeout_s``, e.g. after a node was lost on a cluster without an autoscaler).
+The run has a fixed name and its storage in ``out_dir/ray/``, so a later launch of the same run
+(``--resume``, or a Tune trial continued by ``Tuner.restore``) is restored by Ray Train from its snapshot; ``last.pt`` serves
 ``--resume`` when Ray's storage is gone.
 
 Cluster: ``address`` (or ``RAY_ADDRESS``) joins a running cluster, otherwise a local one is started
