@@ -16,10 +16,10 @@ USAGE_ERROR = 2
 
 def _train(args: argparse.Namespace) -> int:
     from .data.datasets import DataError
-    from .engine import CheckpointError, RunExistsError, train
+    from .engine import CheckpointError, CheckpointWriteError, RunExistsError, train
 
     overrides = list(args.overrides) + (["train.resume=true"] if args.resume else [])
-    errors: tuple = (ConfigError, DataError, RunExistsError, CheckpointError)
+    errors: tuple = (ConfigError, DataError, RunExistsError, CheckpointError, CheckpointWriteError)
     try:
         cfg = load_config(args.config, overrides)
     except errors as err:

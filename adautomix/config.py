@@ -137,6 +137,11 @@ class TrainConfig:
     sync_bn: bool = False
     max_failures: int = 0  # restarts from the last checkpoint after a worker dies
     threads: int = 0  # torch CPU threads per process; 0 = torch's default
+    # Ray Train faults and the workers' environment (platform/ray_train.py)
+    max_preemption_failures: int = -1  # restarts after node preemptions, not counted in max_failures; -1 = no limit
+    controller_failure_limit: int = 4  # worker-group starts that time out before the run gives up; -1 = no limit
+    worker_start_timeout_s: float = 60.0  # how long each start waits for its workers to be placed
+    env_vars: list[str] = field(default_factory=list)  # driver variables sent to every worker: NAME or PREFIX*
 
 
 @dataclass
@@ -335,6 +340,16 @@ def validate(cfg: Config) -> Config:
            f"a multiple of train.workers ({t.workers}): the global batch is split evenly")
     _check(t.max_failures >= -1, "train.max_failures", t.max_failures, ">= -1 (-1 = unlimited)")
     _check(t.threads >= 0, "train.threads", t.threads, ">= 0 (0 = torch's default)")
+    # Ray Train faults and the workers' environment
+    _check(t.max_preemption_failures >= -1, "train.max_preemption_failures", t.max_preemption_failures,
+           ">= -1 (-1 = unlimited)")
+    _check(t.controller_failure_limit >= -1, "train.controller_failure_limit", t.controller_failure_limit,
+           ">= -1 (-1 = unlimited)")
+    _check(0 < t.worker_start_timeout_s < float("inf"), "train.worker_start_timeout_s",
+           t.worker_start_timeout_s, "a number of seconds > 0")
+    for i, name in enumerate(t.env_vars):
+        _check(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*\*?", name) is not None, f"train.env_vars[{i}]", name,
+               "a variable name, or a prefix ending in * (e.g. NCCL_*)")
     for k, v in t.resources_per_worker.items():
         _check(isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool)
                and math.isfinite(v) and v >= 0, f"train.resources_per_worker.{k}", v,

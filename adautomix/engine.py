@@ -15,6 +15,7 @@ import math
 import os
 import pickle
 import re
+import shutil
 import statistics
 import time
 from pathlib import Path
@@ -40,6 +41,8 @@ class RunExistsError(RuntimeError):
 
 class CheckpointError(RuntimeError):
     """A checkpoint that ``torch.load(weights_only=True)`` refuses: it would run pickled code."""
+class CheckpointWriteError(RuntimeError):
+    """A checkpoint could not be written (e.g. the disk is full); the previous one is intact."""
 
 
 class Callback:
@@ -212,8 +215,18 @@ class Trainer:
     def save_checkpoint(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
-        torch.save(self.state_dict(), tmp)
-        os.replace(tmp, path)  # atomic: an interruption never leaves a half-written checkpoint
+        try:
+            torch.save(self.state_dict(), tmp)
+            os.replace(tmp, path)  # atomic: an interruption never leaves a half-written checkpoint
+        except (OSError, RuntimeError) as err:  # torch.save reports a failed write as RuntimeError
+            tmp.unlink(missing_ok=True)
+            kept = "the previous checkpoint there is intact" if path.exists() else "no earlier checkpoint"
+            free = shutil.disk_usage(path.parent).free / 2**20
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise CheckpointWriteError(
+                f"cannot write the checkpoint of epoch {self.epoch} to {path} ({reason}; {free:.1f} MiB "
+                f"free on that file system); {kept}. Free space in out_dir, then add --resume to continue"
+            ) from None
 
     def load_checkpoint(self, path: Path) -> None:
         """Load ``path`` without unpickling code: a file holding anything but tensors and plain

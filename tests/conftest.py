@@ -186,7 +186,10 @@ def ray_connected(ray_cluster):
 
     if ray.is_initialized():
         ray.shutdown()
+    # RAY_ADDRESS for the job's actors, as ray_train.connect sets it: Ray Train's placement-group
+    # cleaner finds the cluster's state API by it when other Ray instances run on the machine
     ray.init(address=ray_cluster.address, logging_level=logging.WARNING, log_to_driver=True,
-             logging_config=ray.LoggingConfig(encoding="TEXT", log_level="WARNING"))
+             logging_config=ray.LoggingConfig(encoding="TEXT", log_level="WARNING"),
+             runtime_env={"env_vars": {"RAY_ADDRESS": ray_cluster.address}})
     yield ray_cluster
     ray.shutdown()

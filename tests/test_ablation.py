@@ -675,3 +675,42 @@ def test_ray_job_submit_of_a_smoke_study_logs_to_the_tracking_store(tmp_path, ra
     for run in children:
         check_child(client, run, parents[0].info.run_id, epochs=2)
     check_parent_artifacts(client, parents[0])
+
+
+def test_ctrl_c_stops_a_study_with_one_line_and_resume_finishes_it(tmp_path, ray_cluster):
+    """SIGINT to the driver's process group (what Ctrl-C in a terminal sends) once the first
+    trial has a checkpoint: Tune stops the trials and saves its state; the runner ends with one
+    line naming the --resume command and exit code 130; that command finishes the study."""
+    base = {**TINY_BASE, "data": {"name": "digits", "limit_train": 256, "limit_test": 64},
+            "train": {**TINY_BASE["train"], "epochs": 4}, "mlflow": {"log_model": False}}
+    path = write_study(tmp_path, base=base, space={"method.name": ["vanilla", "mixup"]}, max_concurrent=1)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    args = [path, "--address", ray_cluster.address, "--tracking-uri", uri, "--out", tmp_path / "study"]
+    trials = tmp_path / "study" / "trials"
+    proc = subprocess.Popen([sys.executable, str(RUNNER), *map(str, args)], cwd=tmp_path, env=cluster_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        if trials.exists() and any(checkpoint_of(d, True) >= 1 for d in trials.iterdir() if d.is_dir()):
+            break
+        time.sleep(0.1)
+    assert proc.poll() is None, "the study ended before Ctrl-C"
+    os.killpg(proc.pid, signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=180)
+    done = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+    assert proc.returncode == 130, output(done)
+    # MLflow's two lines about creating its SQLite tables come at the start; the stop is one line
+    lines = [line for line in stderr.splitlines() if line.strip() and "mlflow.store.db.utils" not in line]
+    assert len(lines) == 1 and lines[0].startswith("study tiny stopped (Ctrl-C)"), output(done)
+    assert lines[0].endswith(f"--resume --out {tmp_path / 'study'}"), output(done)
+    client, parents, _ = study_runs(uri, "tiny")
+    assert parents[0].info.status == "KILLED"
+
+    done = run_cli([*args, "--resume"], tmp_path)
+    assert done.returncode == 0, output(done)
+    client, parents, children = study_runs(uri, "tiny")
+    assert len(parents) == 1 and len(children) == 2
+    for run in children:
+        check_child(client, run, parents[0].info.run_id, epochs=4)
+    for d in (d for d in trials.iterdir() if (d / "config.yaml").exists()):
+        assert [r["epoch"] for r in epochs_of(d)] == [1, 2, 3, 4]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -21,9 +22,10 @@ import torch
 from adautomix.config import ConfigError, load_config
 from adautomix.data.datasets import build_loaders
 from adautomix.engine import Callback, train
-from adautomix.platform.ray_train import RayTrainError, train_with_ray
+from adautomix.platform import ray_train
+from adautomix.platform.ray_train import RayTrainError, RunDirNotShared, train_with_ray
 
-from conftest import REPO, cluster_env
+from conftest import REPO, _start_node, cluster_env
 
 # Callbacks below are defined in this module, which Ray's workers cannot import: ship by value.
 import ray.cloudpickle  # noqa: E402
@@ -72,6 +74,17 @@ class RecordWhere(Callback):
         import ray
 
         (self.folder / f"rank{trainer.rank}.node").write_text(ray.get_runtime_context().get_node_id())
+
+
+class RecordEnv(Callback):
+    """Each rank records the variables named ``names`` as its process sees them."""
+
+    def __init__(self, folder: Path, names: list[str]):
+        self.folder, self.names = folder, names
+
+    def setup(self, trainer):
+        seen = {k: os.environ.get(k) for k in self.names}
+        (self.folder / f"rank{trainer.rank}.env").write_text(json.dumps(seen))
 
 
 class KillRankOnceAfterFirstCheckpoint(Callback):
@@ -184,6 +197,16 @@ def test_sync_bn_on_cpu_workers_is_refused_before_starting(tmp_path):
     assert not Path(cfg.out_dir).exists()
 
 
+@pytest.mark.parametrize("override, key", [
+    ('train.env_vars=["NCCL DEBUG"]', "train.env_vars[0]"), ("train.env_vars=[\"*\"]", "train.env_vars[0]"),
+    ("train.worker_start_timeout_s=0", "train.worker_start_timeout_s"),
+    ("train.controller_failure_limit=-2", "train.controller_failure_limit"),
+    ("train.max_preemption_failures=-2", "train.max_preemption_failures")])
+def test_bad_fault_and_environment_keys_are_refused(tmp_path, override, key):
+    with pytest.raises(ConfigError, match=re.escape(key)):
+        tiny(tmp_path, "train.workers=1", override)
+
+
 def test_ema_teacher_stays_identical_on_every_rank(tmp_path, ray_connected):
     """AdAutoMix on two workers: after 4 and 8 steps both ranks hold the same teacher weights,
     without the teacher ever being broadcast (it follows identical classifier weights)."""
@@ -227,7 +250,7 @@ def test_resume_continues_a_run_stopped_by_a_dead_worker(tmp_path, ray_connected
     cfg = tiny(tmp_path, "method.name=mixup", "train.epochs=3", "train.workers=2",
                "train.max_failures=0")
     run = Path(cfg.out_dir)
-    with pytest.raises(RayTrainError, match="add --resume to continue"):
+    with pytest.raises(RayTrainError, match="holds the last checkpoint, continue with: .* --resume"):
         train_with_ray(cfg, callbacks=[KillRankOnceAfterFirstCheckpoint(folder, run)], quiet=True)
     assert epochs_in(run) == [1]
     resumed = tiny(tmp_path, "method.name=mixup", "train.epochs=3", "train.workers=2",
@@ -288,3 +311,156 @@ def test_job_submission_without_the_token_is_refused(tmp_path, ray_cluster):
     done = subprocess.run(submit, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode != 0
     assert "should not run" not in done.stdout
+
+
+# --------------------------------------------------------------------------------------------
+# faults of a cluster: what reaches the workers, what they cannot see, what cannot be placed
+
+
+FORWARDED = {"MLFLOW_TRACKING_USERNAME": "alice", "MLFLOW_TRACKING_PASSWORD": "s3cret",
+             "MLFLOW_TRACKING_TOKEN": "tok", "MLFLOW_TRACKING_URI": "http://127.0.0.1:1",
+             "NCCL_DEBUG": "INFO", "NCCL_SOCKET_IFNAME": "lo", "ADX_NAMED": "yes"}
+
+
+def test_mlflow_credentials_and_named_variables_reach_every_worker(tmp_path, ray_connected,
+                                                                   ray_second_node, monkeypatch):
+    """Set in the driver only (the nodes were started without them): both workers, one on each
+    node, see MLflow's credentials and what train.env_vars names; nothing else is sent."""
+    for k, v in {**FORWARDED, "ADX_NOT_NAMED": "no"}.items():
+        monkeypatch.setenv(k, v)
+    folder = tmp_path / "env"
+    folder.mkdir()
+    cfg = tiny(tmp_path, "method.name=vanilla", "data.limit_train=64", "train.epochs=1", "train.workers=2",
+               'train.resources_per_worker={"CPU": 1, "worker_slot": 1}', 'train.env_vars=["NCCL_*", "ADX_NAMED"]')
+    train_with_ray(cfg, callbacks=[RecordEnv(folder, [*FORWARDED, "ADX_NOT_NAMED"]),
+                                   RecordWhere(folder)], quiet=True)
+    assert len({(folder / f"rank{r}.node").read_text() for r in range(2)}) == 2
+    for rank in range(2):
+        assert json.loads((folder / f"rank{rank}.env").read_text()) == {**FORWARDED, "ADX_NOT_NAMED": None}
+
+
+def test_a_worker_that_cannot_see_the_run_directory_stops_the_run_at_once(tmp_path, ray_connected,
+                                                                          monkeypatch):
+    """The driver's launch id is written where only it looks (as out_dir on a node's local disk
+    would be): the worker refuses before training, with one line naming out_dir."""
+    def elsewhere(out: Path) -> str:
+        (tmp_path / "driver-only").mkdir()
+        (tmp_path / "driver-only" / "launch.id").write_text("abc\n")
+        return "abc"
+
+    monkeypatch.setattr(ray_train, "_write_launch_marker", elsewhere)
+    cfg = tiny(tmp_path, "train.workers=1", "train.epochs=1")
+    start = time.monotonic()
+    with pytest.raises(RunDirNotShared) as err:
+        train_with_ray(cfg, quiet=True)
+    assert time.monotonic() - start < 120
+    message = str(err.value)
+    assert "\n" not in message and f"out_dir {cfg.out_dir} is not the driver's run directory" in message
+    assert "storage every node sees" in message
+    assert not (Path(cfg.out_dir) / "metrics.jsonl").exists()
+
+
+def stderr_lines(text: str) -> list[str]:
+    """Non-empty stderr lines, less the one Ray core prints when Ray Train starts its preemption
+    watcher (kept on for its preemption handling; https://github.com/ray-project/ray/issues/53727)."""
+    return [line for line in text.splitlines()
+            if line.strip() and not ("core_worker.cc" in line and "'PreemptionWatcher'" in line)]
+
+
+def run_cli(args: list[str], timeout: float = 300, **popen):
+    return subprocess.run([sys.executable, "-m", "adautomix", "train", *args], cwd=REPO, env=cluster_env(),
+                          capture_output=True, text=True, timeout=timeout, **popen)
+
+
+def test_bad_data_path_on_a_worker_is_one_line_and_exit_2(tmp_path, ray_cluster):
+    missing = tmp_path / "no-data"
+    done = run_cli([*TINY, "data.name=cifar10", f"data.root={missing}", "train.workers=1",
+                    f"out_dir={tmp_path / 'run'}", "--address", ray_cluster.address])
+    errors = stderr_lines(done.stderr)
+    assert done.returncode == 2, done.stdout[-2000:] + done.stderr[-3000:]
+    assert len(errors) == 1 and errors[0].startswith("adautomix: error:") and str(missing) in errors[0], done.stderr[-12000:]
+    assert not (tmp_path / "run").exists()  # nothing of the launch is left behind
+
+
+def test_a_restart_that_cannot_be_placed_ends_with_one_line_and_the_resume_command(tmp_path, ray_cluster):
+    """The only node with `node_c` goes away after the first checkpoint; no autoscaler brings it
+    back. Ray Train's restart waits train.worker_start_timeout_s per start, for at most
+    train.controller_failure_limit + 1 starts, then the command ends."""
+    node = _start_node(["--address", ray_cluster.address, "--num-cpus", "1", "--num-gpus", "0",
+                        "--resources", json.dumps({"node_c": 1})], "node_c",
+                       lambda: any(n["resources"].get("node_c") for n in ray_cluster.node_resources()))
+    run = tmp_path / "run"
+    args = [*TINY, "method.name=vanilla", "train.epochs=30", "train.workers=1", "train.max_failures=1",
+            'train.resources_per_worker={"CPU": 1, "node_c": 1}', "train.worker_start_timeout_s=3",
+            "train.controller_failure_limit=1", f"out_dir={run}", "--address", ray_cluster.address]
+    proc = subprocess.Popen([sys.executable, "-m", "adautomix", "train", *args], cwd=REPO, env=cluster_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not (run / "checkpoints/last.pt").exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert proc.poll() is None and (run / "checkpoints/last.pt").exists(), "the run ended before the node went"
+    finally:
+        node.stop()
+    lost = time.monotonic()
+    stdout, stderr = proc.communicate(timeout=240)
+    waited = time.monotonic() - lost
+    # Ray Train's own log of the lost workers and the failed starts comes first (it says what
+    # happened on the cluster); the command's last line says what it means and what to do
+    assert proc.returncode == 2, stdout[-2000:] + stderr[-4000:]
+    last = stderr_lines(stderr)[-1]
+    assert [line for line in stderr.splitlines() if line.startswith("adautomix: error:")] == [last]
+    assert "the worker group could not be placed: 2 starts waited" in last, stderr[-4000:]
+    assert last.endswith(f"--config {run / 'config.yaml'} --resume --address {ray_cluster.address}")
+    assert torch.load(run / "checkpoints/last.pt", weights_only=False)["epoch"] >= 1
+    print(f"node lost -> command ended in {waited:.1f} s")
+
+
+# --------------------------------------------------------------------------------------------
+# token authentication
+
+
+def test_an_existing_token_file_is_made_owner_only(tmp_path, monkeypatch):
+    token = tmp_path / "auth_token"
+    token.write_text("0" * 64)
+    token.chmod(0o644)
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(token))
+    monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)
+    assert ray_train.secure_token_file(create=False) == token
+    assert token.stat().st_mode & 0o777 == 0o600 and token.read_text() == "0" * 64
+
+
+def test_a_local_cluster_starts_with_token_auth_and_an_owner_only_token(tmp_path):
+    """A fresh home without a token and without RAY_AUTH_MODE: the local cluster the command
+    starts uses token authentication, and the token file Ray reads is readable by its owner only."""
+    env = {k: v for k, v in cluster_env().items() if not k.startswith("RAY_AUTH_")}
+    env["HOME"] = str(tmp_path)
+    code = ("import os, stat\n"
+            "from adautomix.platform.ray_train import connect\n"
+            "assert connect(None)\n"
+            "import ray\n"
+            "from ray._raylet import AuthenticationMode, get_authentication_mode\n"
+            "token = os.path.expanduser('~/.ray/auth_token')\n"
+            "print('mode', oct(stat.S_IMODE(os.stat(token).st_mode)), os.environ['RAY_AUTH_MODE'],\n"
+            "      get_authentication_mode() == AuthenticationMode.TOKEN, len(open(token).read()))\n"
+            "print('task', ray.get(ray.remote(lambda: os.environ.get('RAY_AUTH_MODE')).remote()))\n"
+            "ray.shutdown()\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    assert "mode 0o600 token True 64" in done.stdout and "task token" in done.stdout, done.stdout
+
+
+def test_token_auth_is_set_even_when_ray_was_imported_first():
+    """Ray reads RAY_AUTH_MODE when it is imported; the run sets it later (e.g. a study driver
+    imports Ray before it connects), so Ray's cached setting must follow."""
+    env = {k: v for k, v in cluster_env().items() if not k.startswith("RAY_AUTH_")}
+    code = ("import ray\n"
+            "from ray._raylet import AuthenticationMode, get_authentication_mode\n"
+            "from adautomix.platform.ray_train import use_token_auth\n"
+            "before = get_authentication_mode() == AuthenticationMode.TOKEN\n"
+            "use_token_auth()\n"
+            "print(before, get_authentication_mode() == AuthenticationMode.TOKEN)\n")
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert done.stdout.split() == ["False", "True"], done.stdout + done.stderr[-2000:]

@@ -8,8 +8,8 @@
     python tune/run_ablation.py ablations/n_mix.yaml --resume   # continue an interrupted study
     python tune/run_ablation.py ablations/hpo.yaml --dry-run    # list the trials and exit
 
-Exit codes: 0 done, 1 some trials failed or the study was interrupted (continue it with
---resume), 2 bad study file / overrides / options.
+Exit codes: 0 done, 1 some trials failed or the study is incomplete (continue it with
+--resume), 2 bad study file / overrides / options, 130 stopped by Ctrl-C (continue it with --resume).
 """
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ from adautomix.platform.study import StudyError, describe, load_study  # noqa: E
 
 DEFAULT_STUDY = ROOT / "ablations" / "default.yaml"
 USAGE_ERROR = 2
+INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a command stopped by Ctrl-C
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -81,13 +82,33 @@ def main(argv: list[str] | None = None) -> int:
     from adautomix.platform.tracking import runs_url, ui_command
 
     start = time.perf_counter()
+    study_dir = Path(args.out).resolve() if args.out else None
+    if study_dir is None and not args.resume:
+        from adautomix.platform.ablation import new_study_dir
+
+        study_dir = new_study_dir(study)  # named here, so that a Ctrl-C line can name it
+
+    def resume_command(folder: Path | None) -> str:
+        return (f"python tune/run_ablation.py {study.path} "
+                + "".join(f"{o} " for o in study.overrides) + ("--smoke " if study.smoke else "")
+                + "--resume" + (f" --out {folder}" if folder else ""))
+
     try:
-        outcome = run_study(study, study_dir=Path(args.out) if args.out else None, resume=args.resume,
+        outcome = run_study(study, study_dir=study_dir, resume=args.resume,
                             tracking_uri=args.tracking_uri, address=args.address,
                             max_concurrent=args.max_concurrent)
     except StudyError as err:
         print(f"run_ablation.py: error: {err}", file=sys.stderr)
         return USAGE_ERROR
+    except KeyboardInterrupt:  # a second Ctrl-C, while Tune saved its state
+        print(f"\nstudy {study.name} stopped (Ctrl-C); continue it with: {resume_command(study_dir)}",
+              file=sys.stderr)
+        return INTERRUPTED
+    if outcome.interrupted:
+        print(f"\nstudy {study.name} stopped (Ctrl-C) with {len(outcome.records)} of "
+              f"{study.total_trials()} trials done; continue it with: {resume_command(outcome.study_dir)}",
+              file=sys.stderr)
+        return INTERRUPTED
     minutes, seconds = divmod(int(time.perf_counter() - start), 60)
     print(f"\nstudy {study.name}: {len(outcome.records)} of {study.total_trials()} trials done "
           f"({outcome.ran} run now) in {minutes}m{seconds:02d}s; mean ± std over seeds, "
@@ -98,9 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n{len(outcome.failed)} trial(s) failed:", *outcome.failed, sep="\n  ", file=sys.stderr)
     if outcome.incomplete:
         print(f"\nthe study is incomplete ({len(outcome.records)} of {study.total_trials()} trials); "
-              f"continue it with: python tune/run_ablation.py {study.path} "
-              + " ".join(study.overrides + (["--smoke"] if study.smoke else []))
-              + f" --resume --out {outcome.study_dir}", file=sys.stderr)
+              f"continue it with: {resume_command(outcome.study_dir)}", file=sys.stderr)
     if outcome.tracking_uri:
         print(f"MLflow: {ui_command(outcome.tracking_uri)}\n"
               f"        then open {runs_url(outcome.tracking_uri, outcome.experiment_id)}")

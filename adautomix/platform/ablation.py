@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import os
 import sys
 import time
@@ -233,6 +234,7 @@ class Outcome:
     table: str
     ran: int  # trials this invocation started or continued
     incomplete: bool  # fewer trials ended than the study has (interrupted or failed)
+    interrupted: bool = False  # stopped by Ctrl-C (SIGINT); Tune saved its state for --resume
 
 
 def new_study_dir(study: Study, root: str | Path = "runs/studies") -> Path:
@@ -289,7 +291,11 @@ def run_study(study: Study, *, study_dir: Path | None = None, resume: bool = Fal
     import ray
     from ray import tune
 
-    started = connect(address)
+    started = connect(address, study.base.train.env_vars)
+    # Ctrl-C: Tune's own handler stops the trials and saves the experiment's state one last time;
+    # its notices are dropped, the runner prints one line with the --resume command instead
+    notices = _TuneStopNotices()
+    logging.getLogger("ray.tune.tune").addFilter(notices)
     try:
         experiment = study_dir / TRIALS
         if resume and tune.Tuner.can_restore(str(experiment)):
@@ -307,6 +313,7 @@ def run_study(study: Study, *, study_dir: Path | None = None, resume: bool = Fal
             tracker.study_ended([], "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED", {})
         raise
     finally:
+        logging.getLogger("ray.tune.tune").removeFilter(notices)
         if started:
             ray.shutdown()
 
@@ -323,7 +330,22 @@ def run_study(study: Study, *, study_dir: Path | None = None, resume: bool = Fal
                             champion=_best_key(study, records), model_name=study.name)
     return Outcome(study_dir, tracker.uri if tracker and not tracker.failed else None,
                    tracker.experiment_id if tracker else None, records, failed, table,
-                   study.total_trials() - before, incomplete)
+                   study.total_trials() - before, incomplete, notices.interrupted)
+
+
+class _TuneStopNotices(logging.Filter):
+    """Drops Tune's notices of a Ctrl-C (stop received, trials not complete, resume with
+    ``Tuner.restore``) and records that it came."""
+
+    interrupted = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if message.startswith("Stop signal received"):
+            self.interrupted = True
+            return False
+        return not (self.interrupted and message.startswith(
+            ("Trials did not complete", "Experiment has been interrupted")))
 
 
 def _records(study: Study, grid, incomplete: bool) -> tuple[list[dict], list[str]]:

@@ -9,16 +9,22 @@ every rank, so it stays identical without being broadcast. Only rank 0 writes th
 Reports: after every epoch each rank calls ``ray.train.report`` with the epoch's record
 (``ReportEpochs``); every ``train.ckpt_every`` epochs rank 0 hands over the folder of
 ``out_dir/checkpoints/last.pt``, which it has just written. When a worker dies, Ray Train restarts
-the group (``FailureConfig(max_failures=train.max_failures)``) and the new workers resume from
-``ray.train.get_checkpoint()``, so the epoch count continues. The run has a fixed name and its
-storage in ``out_dir/ray/``, so a later launch of the same run (``--resume``, or a Tune trial
-continued by ``Tuner.restore``) is restored by Ray Train from its snapshot; ``last.pt`` serves
+the group and the new workers resume from ``ray.train.get_checkpoint()``, so the epoch count
+continues. Ray Train's ``FailureConfig`` keeps three budgets: ``train.max_failures`` (workers that
+died), ``train.max_preemption_failures`` (preempted nodes; Ray's preemption watcher is on) and
+``train.controller_failure_limit`` (worker-group starts that found no room within
+``train.worker_start_timeout_s``, e.g. after a node was lost on a cluster without an autoscaler).
+The run has a fixed name and its storage in ``out_dir/ray/``, so a later launch of the same run
+(``--resume``, or a Tune trial continued by ``Tuner.restore``) is restored by Ray Train from its snapshot; ``last.pt`` serves
 ``--resume`` when Ray's storage is gone.
 
 Cluster: ``address`` (or ``RAY_ADDRESS``) joins a running cluster, otherwise a local one is started
-with its dashboard on 127.0.0.1 and token authentication on. Inside a Ray job or task (a Tune
-trial) the existing connection is used as it is. For several nodes, ``out_dir`` must be a path
-every node sees (NFS or similar): Ray Train's checkpoint storage lives under it.
+with its dashboard on 127.0.0.1; ``RAY_AUTH_MODE=token`` either way, and the token file readable by
+its owner only. Inside a Ray job or task (a Tune trial) the existing connection is used as it is.
+Every worker gets MLflow's credentials and ``train.env_vars`` from the driver (Ray's runtime
+environment). For several nodes, ``out_dir`` must be a path every node sees (NFS or similar): Ray
+Train's checkpoint storage lives under it, and each worker checks that it sees the driver's
+launch id there before training.
 
 Ray Train: https://docs.ray.io/en/latest/train/train.html
 """
@@ -29,22 +35,46 @@ import json
 import logging
 import math
 import os
+import secrets
 import shutil
 import socket
+import sys
+import uuid
 from pathlib import Path
 
 from ..config import Config, ConfigError
 from ..data.datasets import DataError
-from ..engine import CHECKPOINT, Callback, CheckpointError, Trainer, check_run_dir, write_config
+from ..engine import (CHECKPOINT, Callback, CheckpointError, CheckpointWriteError, Trainer, check_run_dir,
+                      write_config)
 
 # Ray Train's own storage (its checkpoint copies and the run's snapshot) inside the run directory,
 # under a fixed run name, so that a second launch of the same run is restored by Ray Train itself.
 RAY_STORAGE = "ray"
 RUN_NAME = "train"
+# Written by the driver into the run directory at each launch; every worker reads it back before
+# training, so a worker on a node that does not see out_dir stops at once.
+LAUNCH_MARKER = "ray/launch.id"
+# MLflow's credential and connection variables: every worker gets the driver's values.
+MLFLOW_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD",
+              "MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_INSECURE_TLS",
+              "MLFLOW_TRACKING_SERVER_CERT_PATH", "MLFLOW_TRACKING_CLIENT_CERT_PATH")
 
 
 class RayTrainError(RuntimeError):
     """Ray cannot run the request (e.g. more workers than the cluster can place)."""
+
+
+class RunDirNotShared(ConfigError):
+    """A worker cannot see the run directory the driver wrote (out_dir is not shared storage)."""
+
+
+def forwarded_env(names: list[str] | tuple[str, ...] = ()) -> dict[str, str]:
+    """The driver's variables every worker gets through Ray's runtime environment: MLflow's
+    credentials (``MLFLOW_ENV``) and ``names`` (``train.env_vars``: a name, or a prefix ending
+    in ``*`` such as ``NCCL_*``). Only variables set here are sent."""
+    prefixes = tuple(n[:-1] for n in names if n.endswith("*"))
+    exact = set(MLFLOW_ENV) | {n for n in names if not n.endswith("*")}
+    return {k: v for k, v in os.environ.items() if k in exact or (prefixes and k.startswith(prefixes))}
 
 
 # ------------------------------------------------------------------------------------- workers
@@ -128,26 +158,99 @@ def _worker_loop(config: dict) -> None:
             find_unused_parameters=unused)
 
     callbacks = [ReportEpochs("train"), *config["callbacks"]]
-    trainer = Trainer(cfg, rank, world_size, wrap=wrap, callbacks=callbacks, device=device,
-                      quiet=config["quiet"])
-    # set when Ray Train restarted the group after a failure, or a launch with this run's name
-    # and storage finds the run's snapshot (a Tune trial continued by Tuner.restore)
-    restored = ray.train.get_checkpoint()
-    if restored is not None:
-        with restored.as_directory() as folder:
-            trainer.load_checkpoint(Path(folder) / Path(CHECKPOINT).name)
-    elif cfg.train.resume:
-        trainer.load_checkpoint(Path(cfg.out_dir) / CHECKPOINT)
-    trainer.fit()
+    try:
+        _check_run_dir_visible(cfg, config["launch"])
+        trainer = Trainer(cfg, rank, world_size, wrap=wrap, callbacks=callbacks, device=device,
+                          quiet=config["quiet"])
+        # set when Ray Train restarted the group after a failure, or a launch with this run's
+        # name and storage finds the run's snapshot (a Tune trial continued by Tuner.restore)
+        restored = ray.train.get_checkpoint()
+        if restored is not None:
+            with restored.as_directory() as folder:
+                trainer.load_checkpoint(Path(folder) / Path(CHECKPOINT).name)
+        elif cfg.train.resume:
+            trainer.load_checkpoint(Path(cfg.out_dir) / CHECKPOINT)
+        trainer.fit()
+    except (DataError, ConfigError, CheckpointError, CheckpointWriteError):
+        # the driver prints these as one line; Ray Train would log the worker's traceback first
+        logging.getLogger("ray.train.v2._internal.util").addFilter(
+            lambda record: not record.getMessage().startswith("Error in training function"))
+        raise
+
+
+def _check_run_dir_visible(cfg: Config, launch: str) -> None:
+    """Raise ``RunDirNotShared`` unless this worker reads the launch id the driver just wrote."""
+    marker = Path(cfg.out_dir) / LAUNCH_MARKER
+    try:
+        seen = marker.read_text().strip()
+    except OSError:
+        seen = None
+    if seen != launch:
+        raise RunDirNotShared(
+            f"out_dir {cfg.out_dir} is not the driver's run directory on node {socket.gethostname()}: "
+            f"{marker} is {'missing' if seen is None else 'from another launch'}. With several nodes, "
+            "out_dir must be on storage every node sees at the same path (NFS, EFS, ...)")
+
+
+def _write_launch_marker(out: Path) -> str:
+    launch = uuid.uuid4().hex
+    (out / LAUNCH_MARKER).parent.mkdir(parents=True, exist_ok=True)
+    (out / LAUNCH_MARKER).write_text(launch + "\n")
+    return launch
 
 
 # ------------------------------------------------------------------------------------- driver
 
 
-def connect(address: str | None) -> bool:
+def use_token_auth() -> None:
+    """Token authentication for every cluster this process starts or joins: ``RAY_AUTH_MODE=token``
+    unless the user set a mode. Ray reads the variable when it is imported; if it already is,
+    its cached config is refreshed, as ``ray.init`` itself does for a new local cluster."""
+    if "RAY_AUTH_MODE" in os.environ:
+        return
+    os.environ["RAY_AUTH_MODE"] = "token"
+    if "ray" in sys.modules:
+        from ray._raylet import Config as RayConfig
+
+        RayConfig.initialize("")
+
+
+def token_path() -> Path | None:
+    """The token file Ray uses (``RAY_AUTH_TOKEN_PATH``, else ``~/.ray/auth_token``); None when
+    the token comes from ``RAY_AUTH_TOKEN``."""
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return None
+    return Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token").expanduser()
+
+
+def secure_token_file(create: bool) -> Path | None:
+    """Make the token file readable by its owner only (0600): a new one is created so (with
+    ``create``, before a local cluster starts, where Ray would make it with the umask's mode);
+    an existing one of this user is tightened. Returns the path."""
+    path = token_path()
+    if path is None or os.environ.get("RAY_AUTH_MODE", "").lower() != "token":
+        return path
+    if create and not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # made meanwhile by another process
+            pass
+        else:
+            with os.fdopen(fd, "w") as fh:
+                fh.write(secrets.token_hex(32))  # Ray's own format: 256 random bits in hex
+    if path.exists() and path.stat().st_uid == os.getuid() and path.stat().st_mode & 0o077:
+        path.chmod(0o600)
+    return path
+
+
+def connect(address: str | None, env_vars: list[str] | tuple[str, ...] = ()) -> bool:
     """Join ``address`` / ``RAY_ADDRESS``, or start a local cluster (never a stray one) with its
-    dashboard on 127.0.0.1; keep Ray's logs quiet. Returns whether a local cluster was started
-    (the caller stops it with ``ray.shutdown()``)."""
+    dashboard on 127.0.0.1; keep Ray's logs quiet. Token authentication is on either way, and the
+    token file is the owner's only. The job's runtime environment carries ``forwarded_env(env_vars)``
+    to every task and actor (Tune trials, Ray Train workers). Returns whether a local cluster was
+    started (the caller stops it with ``ray.shutdown()``)."""
+    use_token_auth()
     import ray
 
     address = address or os.environ.get("RAY_ADDRESS") or None
@@ -164,14 +267,21 @@ def connect(address: str | None) -> bool:
         # the job's workers log warnings only (and without the "(RayTrainWorker pid=...)" prefix)
         logging_config=ray.LoggingConfig(encoding="TEXT", log_level="WARNING"),
     )
+    secure_token_file(create=address is None)
+    env = forwarded_env(env_vars)
     if address is None:
         # Ray Train V2 frees the workers of a run whose controller died (a Tune trial stopped
         # by ASHA) through the dashboard's state API, which its actors find by auto-detection;
         # with a second Ray cluster on the machine that fails ("multiple active Ray instances")
         # and the CPUs are never given back. Name this cluster's API server for them.
         port = _free_port(8265)
-        quiet.update(include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port,
-                     runtime_env={"env_vars": {"RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}})
+        quiet.update(include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port)
+        env["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
+    elif ":" in address and "://" not in address:
+        # the same for a cluster joined by its GCS address: Ray's state API finds it there
+        env["RAY_ADDRESS"] = address
+    if env:
+        quiet["runtime_env"] = {"env_vars": env}
     # A new local cluster gets token authentication (Ray >= 2.5x, token in ~/.ray/auth_token,
     # made on first use); Ray then warns on every start that it is on. Keep it on, drop the notice.
     notice = logging.getLogger("ray._private.authentication.authentication_token_setup")
@@ -179,7 +289,7 @@ def connect(address: str | None) -> bool:
     notice.setLevel(logging.ERROR)
     try:
         ray.init(address=address or "local", **quiet)
-    except ConnectionError as err:
+    except (ConnectionError, ray.exceptions.AuthenticationError) as err:
         hint = ""
         if os.environ.get("RAY_AUTH_MODE", "").lower() != "token":
             hint = (". If the cluster uses token authentication, export RAY_AUTH_MODE=token and "
@@ -256,10 +366,22 @@ def _has_autoscaler() -> bool:
 def _bad_input(err: Exception) -> Exception | None:
     """A worker's ConfigError / DataError / CheckpointError inside Ray Train's failure, if that
     is what it was."""
+    return _worker_error(err, (DataError, ConfigError, CheckpointError))
+
+
+def _worker_error(err: Exception, kinds) -> Exception | None:
+    """The first of the workers' errors in Ray Train's failure ``err`` that is one of ``kinds``."""
     for failure in (getattr(err, "worker_failures", None) or {}).values():
-        if isinstance(failure, (DataError, ConfigError, CheckpointError)):
+        if isinstance(failure, kinds):
             return failure
     return None
+
+
+def _start_timed_out(err: Exception) -> bool:
+    """Whether Ray Train gave up because its worker group could not be started in time."""
+    from ray.train.v2._internal.exceptions import WorkerGroupStartupTimeoutError
+
+    return isinstance(getattr(err, "controller_failure", None), WorkerGroupStartupTimeoutError)
 
 
 def _remove_if_empty(folder: Path) -> None:
@@ -301,32 +423,40 @@ def train_with_ray(cfg: Config, address: str | None = None, callbacks: list[Call
     cfg.out_dir = str(Path(cfg.out_dir).expanduser().resolve())
     out = check_run_dir(cfg)
 
+    t = cfg.train
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")  # the default from Ray 2.5x; older: opt in
-    # Ray Train copies these two from the driver to its workers. Print patch off: it would send
-    # each progress line through a logger as well, so the console showed it twice. Preemption
-    # watcher off: its actor makes Ray core print an error line at every start; on clusters of
-    # preemptible nodes export RAY_TRAIN_ENABLE_PREEMPTION_WATCHER=1 (preemptions then restart
-    # from the last checkpoint without counting against train.max_failures).
+    # Ray Train copies these from the driver to its controller and workers. Print patch off: it
+    # would send each progress line through a logger as well, so the console showed it twice.
+    # The start timeout bounds each attempt to place the worker group (a node lost on a cluster
+    # without an autoscaler never comes back); train.controller_failure_limit bounds the attempts.
     os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
-    os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+    os.environ["RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"] = f"{t.worker_start_timeout_s:g}"
+    use_token_auth()
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    connect(address)
+    connect(address, t.env_vars)
     check_cluster_fits(cfg)
     write_config(cfg)
+    launch = _write_launch_marker(out)
 
-    t = cfg.train
     trainer = TorchTrainer(
         _worker_loop,
-        train_loop_config={"cfg": cfg, "callbacks": list(callbacks or []), "quiet": quiet},
+        train_loop_config={"cfg": cfg, "callbacks": list(callbacks or []), "quiet": quiet,
+                           "launch": launch},
         torch_config=TorchConfig(backend="nccl" if t.use_gpu else "gloo"),
         scaling_config=ray.train.ScalingConfig(
             num_workers=t.workers, use_gpu=t.use_gpu,
             resources_per_worker=dict(t.resources_per_worker) or None),
         run_config=ray.train.RunConfig(
             name=RUN_NAME, storage_path=str(out / RAY_STORAGE), callbacks=list(run_callbacks or []),
-            failure_config=ray.train.FailureConfig(max_failures=t.max_failures),
+            # three budgets: a worker's failure, a node's preemption (Ray's preemption watcher is
+            # on), a worker group that cannot be (re)placed within the start timeout
+            failure_config=ray.train.FailureConfig(
+                max_failures=t.max_failures, max_preemption_failures=t.max_preemption_failures,
+                controller_failure_limit=t.controller_failure_limit),
+            # the workers' environment: MLflow's credentials and train.env_vars, from the driver
+            worker_runtime_env={"env_vars": forwarded_env(t.env_vars)},
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
             logging_config=ray.train.LoggingConfig(log_level="WARNING")),
     )
@@ -340,8 +470,19 @@ def train_with_ray(cfg: Config, address: str | None = None, callbacks: list[Call
                 shutil.rmtree(out / RAY_STORAGE, ignore_errors=True)
                 _remove_if_empty(out)
             raise bad.with_traceback(None) from None
-        hint = (f"; {out / CHECKPOINT} holds the last checkpoint: add --resume to continue"
-                if (out / CHECKPOINT).exists() else "")
+        written = _worker_error(err, CheckpointWriteError)
+        if written is not None:  # the disk is full: the message says what to do
+            raise written.with_traceback(None) from None
+        hint = ""
+        if (out / CHECKPOINT).exists():
+            hint = (f"; {out / CHECKPOINT} holds the last checkpoint, continue with: adautomix train "
+                    f"--config {out / 'config.yaml'} --resume" + (f" --address {address}" if address else ""))
+        if _start_timed_out(err):  # one line: the cause and what to do
+            raise RayTrainError(
+                f"the worker group could not be placed: {t.controller_failure_limit + 1} starts "
+                f"waited train.worker_start_timeout_s={t.worker_start_timeout_s:g} s each for "
+                f"{t.workers} worker(s) of {_worker_resources(cfg)} (a node lost, on a cluster "
+                f"without an autoscaler){hint}") from None
         raise RayTrainError(f"training failed (train.max_failures={t.max_failures} restarts "
                             f"allowed){hint}.\n{err}") from err
     if not keep_storage:
