@@ -263,6 +263,7 @@ class StudyTracker:
         self._need_params: set[str] = set()  # runs that have no params yet
         self._done: set[str] = set()  # runs closed (or FINISHED when their trial started again)
         self._epochs: dict[str, list[dict]] = {}  # trial key -> epochs received, not yet logged
+        self._continued: set[str] = set()  # runs found again (--resume): back-fill from metrics.jsonl
 
     @property
     def uri(self) -> str:
@@ -314,9 +315,31 @@ class StudyTracker:
                                     ("dataset", cfg["data"]["name"]), ("out_dir", run_dir)):
                     c.set_tag(run_id, TAG_PREFIX + name, str(value))
                 self._need_params.discard(key)
+            if key in self._continued:
+                self._backfill(c, key, run_id, run_dir)
             self._log_epochs(c, key, run_id)
 
         self._call("per-epoch metrics", log)
+
+    def _backfill(self, c, key: str, run_id: str, run_dir: Path) -> None:
+        """A continued trial's epochs that its run lacks, from the trial's ``metrics.jsonl``:
+        those an interrupted driver received (or the trial finished) but never logged."""
+        from mlflow.entities import Metric
+
+        self._continued.discard(key)
+        path = run_dir / "metrics.jsonl"
+        pending = {int(r["epoch"]) for r in self._epochs.get(key, [])}
+        if not path.exists() or not pending:
+            return
+        logged = {m.step for m in c.get_metric_history(run_id, "top1")}
+        now = _now_ms()
+        for line in path.read_text().splitlines():
+            record = json.loads(line) if line.strip() else {}
+            epoch = int(record.get("epoch", 0))
+            if 0 < epoch < min(pending) and epoch not in logged:
+                c.log_batch(run_id, metrics=[
+                    Metric(k, float(v), now, epoch) for k, v in record.items()
+                    if k != "epoch" and isinstance(v, (int, float)) and not isinstance(v, bool)])
 
     def trial_ended(self, key: str, status: str, run_dir: Path, tags: dict[str, str] | None = None) -> None:
         """Close the trial's run (FINISHED, KILLED, FAILED); a finished one gets its files
@@ -433,6 +456,7 @@ class StudyTracker:
                 self._done.add(key)
             else:
                 c.update_run(run.info.run_id, status="RUNNING")
+                self._continued.add(key)
             if not run.data.params:
                 self._need_params.add(key)
             self._runs[key] = run.info.run_id
