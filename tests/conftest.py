@@ -48,6 +48,14 @@ os.environ["RAY_AUTH_TOKEN_PATH"] = str(TOKEN_FILE)
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 
+@pytest.fixture(autouse=True)
+def no_tracking_uri_from_outside(monkeypatch):
+    """Each test starts without $MLFLOW_TRACKING_URI (a user's, or one that ``mlflow.set_tracking_uri``
+    in an earlier test left in os.environ): a command run with it would log to that server."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+
+
 def pytest_unconfigure(config):
     shutil.rmtree(SESSION_DIR, ignore_errors=True)
 

@@ -23,6 +23,7 @@ Nothing in this module imports Ray; ``mlflow`` is imported only when something i
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -117,6 +118,24 @@ def _client_defaults() -> None:
     logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
 
 
+@contextlib.contextmanager
+def _fluent(uri: str):
+    """MLflow's fluent API (``mlflow.start_run``, ``register_model``) pointed at ``uri`` for the
+    block. ``mlflow.set_tracking_uri`` also sets ``$MLFLOW_TRACKING_URI``, which every process
+    started later would inherit (with a password, if the URI has one): it is put back after."""
+    import mlflow
+
+    saved = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield mlflow
+    finally:
+        if saved is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = saved
+
+
 def warn(uri: str, err: BaseException, what: str, where: str | None = None, retry: bool = False) -> None:
     """The one clear message a tracking failure gets (training goes on); the URI is masked."""
     first = _first_line(err).replace(uri, mask(uri))
@@ -178,14 +197,13 @@ def log_model(uri: str, run_id: str, run_dir: Path) -> str:
     with torch.no_grad():
         signature = infer_signature(example, module(torch.from_numpy(example)).numpy())
     head = json.loads((run_dir / "metrics.json").read_text())["headline_head"]
-    mlflow.set_tracking_uri(uri)
     quiet = [logging.getLogger(n) for n in ("mlflow.pytorch", "mlflow.utils.requirements_utils",
                                             "mlflow.models.model")]
     levels = [lg.level for lg in quiet]
     for lg in quiet:
         lg.setLevel(logging.ERROR)
     try:
-        with mlflow.start_run(run_id=run_id, log_system_metrics=False):
+        with _fluent(uri), mlflow.start_run(run_id=run_id, log_system_metrics=False):
             info = mlflow.pytorch.log_model(
                 module, name="model", serialization_format="pt2", input_example=example,
                 signature=signature, pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
@@ -407,19 +425,17 @@ class StudyTracker:
                 self.flush()
 
     def _register(self, c, key: str, name: str) -> None:
-        import mlflow
-
         found = c.search_runs([self.experiment_id], max_results=1, filter_string=(
             f"tags.`mlflow.parentRunId` = '{self.parent_run_id}' and tags.`{TRIAL_KEY_TAG}` = '{key}'"))
         model_uri = found[0].data.tags.get(MODEL_URI_TAG) if found else None
         if not model_uri:
             return  # the best trial logged no model (mlflow.log_model=false)
-        mlflow.set_tracking_uri(self.uri)
         logger = logging.getLogger("mlflow.tracking._model_registry.fluent")
         level = logger.level
         logger.setLevel(logging.WARNING)  # no "Created version" lines
         try:
-            version = mlflow.register_model(model_uri, name, tags={TRIAL_KEY_TAG: key})
+            with _fluent(self.uri) as mlflow:
+                version = mlflow.register_model(model_uri, name, tags={TRIAL_KEY_TAG: key})
             c.set_registered_model_alias(name, CHAMPION, version.version)
         except Exception as err:  # noqa: BLE001 - a store without a model registry: the rest is logged
             print(f"WARNING: MLflow: the best model could not be registered as {name}@{CHAMPION} "
