@@ -20,15 +20,14 @@ import torch
 import yaml
 
 from adautomix.config import ConfigError, load_config
-from adautomix.engine import Callback, build_step, resolve_schedules, train
+from adautomix.engine import Callback, build_step, resolve_schedules
 from adautomix.methods.automix import AutoMixStep
 from adautomix.methods.generator import load_openmixup_generator
 from adautomix.methods.mix_block import MixBlock, mask_loss
 from adautomix.methods.teacher import scaled_schedule
 from adautomix.models.cifar_resnet import build_classifier
-from adautomix.platform.ray_train import train_with_ray
 
-from test_ray_train import STEP_TOLERANCE, step_records, tiny
+from test_ray_train import two_workers_match_one_process
 
 # The callback below is defined in this module, which Ray's workers cannot import: ship by value.
 import ray.cloudpickle  # noqa: E402
@@ -437,23 +436,10 @@ def test_two_ray_train_workers_match_one_process_and_stay_in_step(tmp_path, ray_
     """DDP over the step module (one forward per backward): each step's loss matches the
     one-process run within the Ray Train tests' tolerance, and both ranks hold the same
     classifier, Mix Block and teacher after every step although each draws its own λ and π."""
-    steps = ["method.name=automix", "data.limit_train=32", "train.epochs=4"]  # 1 step / epoch
-    folder = tmp_path / "params"
-    folder.mkdir()
-    train(tiny(tmp_path, *steps, name="one"), quiet=True)
-    summary = train_with_ray(tiny(tmp_path, *steps, "train.workers=2", name="two"),
-                             callbacks=[SaveWeights(folder)], quiet=True)
-    ref, got = step_records(tmp_path / "one"), step_records(tmp_path / "two")
-    assert summary["epochs_done"] == 4 and [r["epoch"] for r in got] == [1, 2, 3, 4]
-    for a, b in zip(ref, got):
-        assert b["loss"] == pytest.approx(a["loss"], rel=STEP_TOLERANCE), (a["epoch"], a["loss"], b["loss"])
-    assert ref[0]["loss"] != ref[-1]["loss"]
-    for epoch in range(1, 5):
-        rank0 = torch.load(folder / f"rank0_epoch{epoch}.pt")
-        rank1 = torch.load(folder / f"rank1_epoch{epoch}.pt")
-        assert all(any(k.startswith(part) for k in rank0) for part in ("classifier.", "generator.", "teacher."))
-        assert rank0.keys() == rank1.keys()
-        assert all(torch.equal(rank0[k], rank1[k]) for k in rank0), f"epoch {epoch}: ranks differ"
+    folder = two_workers_match_one_process(
+        tmp_path, ["method.name=automix", "data.limit_train=32", "train.epochs=4"], SaveWeights)
+    rank0 = torch.load(folder / "rank0_epoch4.pt")
+    assert all(any(k.startswith(part) for k in rank0) for part in ("classifier.", "generator.", "teacher."))
     first, last = torch.load(folder / "rank0_epoch1.pt"), torch.load(folder / "rank0_epoch4.pt")
     for prefix in ("classifier.", "generator.", "teacher."):  # every part moved
         assert any(not torch.equal(first[k], last[k]) for k in first if k.startswith(prefix)), prefix

@@ -169,6 +169,28 @@ STEPS = ["method.name=vanilla", "data.limit_train=32", "train.epochs=4"]
 STEP_TOLERANCE = 1e-2
 
 
+def two_workers_match_one_process(tmp_path: Path, steps: list[str], save) -> Path:
+    """Train ``steps`` (1 step per epoch, 4 epochs) in one process and on two Ray Train workers
+    whose callback ``save(folder)`` writes each rank's parameters after every epoch; check each
+    step's loss within STEP_TOLERANCE and identical parameters on both ranks. Returns the folder."""
+    folder = tmp_path / "params"
+    folder.mkdir()
+    train(tiny(tmp_path, *steps, name="one"), quiet=True)
+    summary = train_with_ray(tiny(tmp_path, *steps, "train.workers=2", name="two"),
+                             callbacks=[save(folder)], quiet=True)
+    ref, got = step_records(tmp_path / "one"), step_records(tmp_path / "two")
+    assert summary["epochs_done"] == 4 and [r["epoch"] for r in got] == [1, 2, 3, 4]
+    for a, b in zip(ref, got):
+        assert b["loss"] == pytest.approx(a["loss"], rel=STEP_TOLERANCE), (a["epoch"], a["loss"], b["loss"])
+    assert ref[0]["loss"] != ref[-1]["loss"]
+    for epoch in range(1, 5):
+        rank0 = torch.load(folder / f"rank0_epoch{epoch}.pt")
+        rank1 = torch.load(folder / f"rank1_epoch{epoch}.pt")
+        assert rank0.keys() == rank1.keys() and rank0
+        assert all(torch.equal(rank0[k], rank1[k]) for k in rank0), f"epoch {epoch}: ranks differ"
+    return folder
+
+
 def test_two_workers_take_the_same_steps_as_one_process(tmp_path, ray_connected):
     """Same global batch, data and seed: the loss of each of the first steps matches."""
     train(tiny(tmp_path, *STEPS, name="one"), quiet=True)
