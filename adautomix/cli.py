@@ -8,10 +8,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 from .config import ConfigError, help_text, load_config
 
 USAGE_ERROR = 2
+INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a command stopped by Ctrl-C
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -24,17 +26,22 @@ def _train(args: argparse.Namespace) -> int:
         cfg = load_config(args.config, overrides)
     except errors as err:
         return _fail(err)
+    uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
     if cfg.train.workers > 0:
-        from .platform.ray_train import RayTrainError, train_with_ray
+        from .platform.ray_train import RayTrainError, check_store_reachable, train_with_ray
 
         errors += (RayTrainError,)
+        if uri:
+            try:
+                check_store_reachable(uri, cfg, args.address)
+            except errors as err:
+                return _fail(err)
 
         def run(callbacks):
             return train_with_ray(cfg, address=args.address, callbacks=callbacks)
     else:
         def run(callbacks):
             return train(cfg, callbacks=callbacks)
-    uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
     try:
         if uri:  # MLflow is imported only then, at the edge
             from .platform.tracking import train_logged
@@ -44,6 +51,15 @@ def _train(args: argparse.Namespace) -> int:
             run([])
     except errors as err:
         return _fail(err)
+    except KeyboardInterrupt:
+        from .engine import CHECKPOINT
+
+        out = Path(cfg.out_dir)
+        left = (f"the last checkpoint is {out / CHECKPOINT}; continue with: adautomix train --config "
+                f"{out / 'config.yaml'} --resume" + (f" --address {args.address}" if args.address else "")
+                if (out / CHECKPOINT).exists() else "no epoch had finished, nothing to continue")
+        print(f"\nadautomix: stopped (Ctrl-C); {left}", file=sys.stderr)
+        return INTERRUPTED
     return 0
 
 

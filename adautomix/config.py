@@ -16,6 +16,8 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
+from urllib.request import url2pathname
 
 import yaml
 
@@ -359,6 +361,12 @@ def validate(cfg: Config) -> Config:
         _check((gpus > 0) == t.use_gpu, "train.resources_per_worker.GPU", gpus,
                "> 0 with train.use_gpu=true, 0 or absent without (Ray Train's rule)")
     _check(0 <= cfg.seed <= SEED_MAX, "seed", cfg.seed, f">= 0 and <= 2**32 - 1 ({SEED_MAX})")
+    if cfg.out_dir.startswith("file://"):  # Ray's form of a path on a (shared) file system
+        cfg.out_dir = url2pathname(urlsplit(cfg.out_dir).path)
+    _check("://" not in cfg.out_dir, "out_dir", cfg.out_dir,
+           "a folder path (or file:///path): the run directory is written and read with file I/O "
+           "on every node; for a bucket, mount it at the same path on each node (s3fs, gcsfuse, "
+           "Mountpoint for Amazon S3) and give that path")
     if problems:
         raise ConfigError("\n".join(problems.values()))
     if not cfg.out_dir:

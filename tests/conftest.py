@@ -2,8 +2,8 @@
 
 ``ray_cluster`` starts a head node with ``ray start --head`` (as a user would) and stops it at
 the end of the session; ``ray_second_node`` joins a second node to it with its own custom
-resource; ``ray_connected`` connects this test process as a driver. Nothing listens beyond
-127.0.0.1.
+resource; ``ray_connected`` connects this test process as a driver; ``mlflow_server`` is a real
+`mlflow server` for one test. Nothing listens beyond 127.0.0.1.
 
 Token authentication: the test session uses its own token file (``RAY_AUTH_TOKEN_PATH``), so it
 never reads or writes ``~/.ray/auth_token``. Ray reads ``RAY_AUTH_MODE`` once, when it is first
@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -201,3 +202,53 @@ def ray_connected(ray_cluster):
              runtime_env={"env_vars": {"RAY_ADDRESS": ray_cluster.address}})
     yield ray_cluster
     ray.shutdown()
+
+
+class MlflowServer:
+    """A real `mlflow server` on 127.0.0.1 (SQLite backend, served artifacts) that a test can
+    stop and start again on the same port and store."""
+
+    def __init__(self, folder: Path):
+        self.folder, self.port = folder, free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = None
+
+    def start(self) -> None:
+        log = (self.folder / "server.log").open("a")
+        self.proc = subprocess.Popen(
+            [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
+             "--backend-store-uri", f"sqlite:///{self.folder / 'server.db'}",
+             "--artifacts-destination", str(self.folder / "server-artifacts")],
+            cwd=self.folder, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, (self.folder / "server.log").read_text()
+            try:
+                if urllib.request.urlopen(f"{self.url}/health", timeout=2).status == 200:
+                    return
+            except OSError:
+                time.sleep(0.5)
+        pytest.fail("mlflow server did not start:\n" + (self.folder / "server.log").read_text())
+
+    def stop(self) -> None:
+        # the server's process group (its own session): the server and its job-queue consumers
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)  # consumers that outlived the server
+        except ProcessLookupError:
+            pass
+        self.proc.wait(timeout=10)
+
+
+@pytest.fixture()
+def mlflow_server(tmp_path):
+    server = MlflowServer(tmp_path)
+    server.start()
+    yield server
+    if server.proc.poll() is None:
+        server.stop()

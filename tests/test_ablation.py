@@ -17,7 +17,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -384,56 +383,6 @@ def check_champion(client, uri: str, name: str, children) -> None:
     x = np.random.default_rng(0).standard_normal((5, 3, 32, 32)).astype("float32")
     logits = mlflow.pyfunc.load_model(f"models:/{name}@champion").predict(x)
     assert np.asarray(logits).shape == (5, 10)
-
-
-class MlflowServer:
-    """A real `mlflow server` on 127.0.0.1 (SQLite backend, served artifacts) that a test can
-    stop and start again on the same port and store."""
-
-    def __init__(self, folder: Path):
-        self.folder, self.port = folder, free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc = None
-
-    def start(self) -> None:
-        log = (self.folder / "server.log").open("a")
-        self.proc = subprocess.Popen(
-            [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
-             "--backend-store-uri", f"sqlite:///{self.folder / 'server.db'}",
-             "--artifacts-destination", str(self.folder / "server-artifacts")],
-            cwd=self.folder, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        log.close()
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, (self.folder / "server.log").read_text()
-            try:
-                if urllib.request.urlopen(f"{self.url}/health", timeout=2).status == 200:
-                    return
-            except OSError:
-                time.sleep(0.5)
-        pytest.fail("mlflow server did not start:\n" + (self.folder / "server.log").read_text())
-
-    def stop(self) -> None:
-        # the server's process group (its own session): the server and its job-queue consumers
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            pass
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)  # consumers that outlived the server
-        except ProcessLookupError:
-            pass
-        self.proc.wait(timeout=10)
-
-
-@pytest.fixture()
-def mlflow_server(tmp_path):
-    server = MlflowServer(tmp_path)
-    server.start()
-    yield server
-    if server.proc.poll() is None:
-        server.stop()
 
 
 def test_smoke_study_against_a_real_mlflow_server(tmp_path, ray_cluster, mlflow_server):

@@ -62,6 +62,13 @@ UNKNOWN_KEYS = [
 ]
 
 
+def test_out_dir_is_a_path_a_file_uri_becomes_one_and_a_bucket_uri_is_refused(tmp_path):
+    assert load_config(overrides=[f"out_dir={(tmp_path / 'a b').as_uri()}"]).out_dir == str(tmp_path / "a b")
+    for uri in ("s3://bucket/runs/x", "gs://bucket/x"):
+        with pytest.raises(ConfigError, match=r"out_dir=.*is not allowed: a folder path .*mount it"):
+            load_config(overrides=[f"out_dir={uri}"])
+
+
 @pytest.mark.parametrize("override, key, allowed", UNKNOWN_KEYS, ids=[u[0] for u in UNKNOWN_KEYS])
 def test_config_rejects_an_unknown_key_naming_it_and_the_keys_allowed_there(override, key, allowed):
     with pytest.raises(ConfigError) as err:

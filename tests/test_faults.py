@@ -111,3 +111,43 @@ def test_a_full_tmpfs_stops_the_cli_with_one_line_and_keeps_the_last_checkpoint(
     assert len(errors) == 1 and errors[0].startswith("adautomix: error: cannot write the checkpoint of epoch 2"), out
     assert " MiB free on that file system" in errors[0] and "--resume" in errors[0], out
     assert "epoch 1" in done.stdout and "files ['last.pt']" in done.stdout, out
+
+
+def test_ctrl_c_of_train_stops_cleanly_and_resume_continues_the_same_mlflow_run(tmp_path):
+    """In-process training with a tracking store: SIGINT after the first checkpoint ends the
+    command with exit 130 and the resume command, the run KILLED; `--resume` continues that run
+    (found by its run-directory tag) to the end. What is lost: the epoch in progress."""
+    import signal
+    import time
+
+    from mlflow import MlflowClient
+
+    run, uri = tmp_path / "run", f"sqlite:///{tmp_path / 'mlflow.db'}"
+    command = [sys.executable, "-m", "adautomix", "train", *TINY, "train.epochs=30", f"out_dir={run}",
+               "--tracking-uri", uri]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (run / "checkpoints/last.pt").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stdout[-2000:] + stderr[-3000:]
+    assert stderr.strip().splitlines()[-1] == (
+        f"adautomix: stopped (Ctrl-C); the last checkpoint is {run / 'checkpoints/last.pt'}; "
+        f"continue with: adautomix train --config {run / 'config.yaml'} --resume")
+    client = MlflowClient(uri)
+    exp_id = client.get_experiment_by_name("train-digits").experiment_id
+    (killed,) = client.search_runs([exp_id])
+    assert killed.info.status == "KILLED"
+    kept = torch.load(run / "checkpoints/last.pt", weights_only=True)["epoch"]
+    assert 1 <= kept < 30
+
+    done = subprocess.run([sys.executable, "-m", "adautomix", "train", "--config", str(run / "config.yaml"),
+                           "--resume", "--tracking-uri", uri], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"MLflow: continuing run {killed.info.run_id}" in done.stdout
+    (finished,) = client.search_runs([exp_id])
+    assert finished.info.status == "FINISHED"
+    steps = [m.step for m in client.get_metric_history(finished.info.run_id, "top1")]
+    assert sorted(set(steps)) == list(range(1, 31)) and len(steps) <= 31, steps
+    assert [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()] == list(range(1, 31))

@@ -404,6 +404,57 @@ def test_bad_data_path_on_a_worker_is_one_line_and_exit_2(tmp_path, ray_cluster)
     assert not (tmp_path / "run").exists()  # nothing of the launch is left behind
 
 
+def test_a_local_tracking_store_is_refused_on_a_cluster_of_several_nodes(tmp_path, ray_cluster, ray_second_node):
+    """Rank 0 logs `adautomix train --tracking-uri` runs and may land on either node: a SQLite
+    file of the driver's disk is refused before anything is written."""
+    done = run_cli([*TINY, "train.workers=1", f"out_dir={tmp_path / 'run'}", "--address", ray_cluster.address,
+                    "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"])
+    errors = stderr_lines(done.stderr)
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert len(errors) == 1 and "is a store on this machine's disk, and the Ray cluster has 2 nodes" in errors[0]
+    assert "--tracking-uri http://" in errors[0]
+    assert not (tmp_path / "run").exists() and not (tmp_path / "mlflow.db").exists()
+
+
+def test_ctrl_c_stops_a_ray_train_run_and_resume_continues_its_mlflow_run(tmp_path, ray_cluster, mlflow_server):
+    """SIGINT after the first checkpoint: exit 130, one line with the resume command, the MLflow
+    run closed KILLED; `--resume` trains the rest into the same run, every epoch logged. (A real
+    tracking server: the cluster may have a second node, where a local store is refused.)"""
+    from mlflow import MlflowClient
+
+    run, uri = tmp_path / "run", mlflow_server.url
+    args = [*TINY, "train.epochs=8", "train.workers=1", f"out_dir={run}", "--address", ray_cluster.address,
+            "--tracking-uri", uri]
+    proc = subprocess.Popen([sys.executable, "-m", "adautomix", "train", *args], cwd=REPO,
+                            env=cluster_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while not (run / "checkpoints/last.pt").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stdout[-2000:] + stderr[-3000:]
+    last = stderr_lines(stderr)[-1]
+    assert last.startswith("adautomix: stopped (Ctrl-C)") and last.endswith(
+        f"--config {run / 'config.yaml'} --resume --address {ray_cluster.address}"), stderr[-3000:]
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("train-digits")
+    (killed,) = client.search_runs([exp.experiment_id])
+    assert killed.info.status == "KILLED"
+    stopped_at = max(epochs_in(run))
+    assert stopped_at < 8, "the run finished before Ctrl-C"
+
+    done = run_cli(["--config", str(run / "config.yaml"), "--resume", "--address", ray_cluster.address,
+                    "--tracking-uri", uri])
+    assert done.returncode == 0, done.stderr[-3000:]
+    (finished,) = client.search_runs([exp.experiment_id])
+    assert finished.info.run_id == killed.info.run_id and finished.info.status == "FINISHED"
+    steps = [m.step for m in client.get_metric_history(finished.info.run_id, "top1")]
+    # at most the epoch in progress at Ctrl-C is logged twice (trained again after its checkpoint)
+    assert sorted(set(steps)) == list(range(1, 9)) and len(steps) <= 9, steps
+    assert epochs_in(run) == list(range(1, 9))
+    print(f"Ctrl-C after epoch {stopped_at}; top1 logged at steps {steps}")
+
+
 def test_a_restart_that_cannot_be_placed_ends_with_one_line_and_the_resume_command(tmp_path, ray_cluster):
     """The only node with `node_c` goes away after the first checkpoint; no autoscaler brings it
     back. Ray Train's restart waits train.worker_start_timeout_s per start, for at most

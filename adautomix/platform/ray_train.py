@@ -354,6 +354,27 @@ def check_cluster_fits(cfg: Config) -> None:
             '(e.g. train.resources_per_worker={"CPU": 0.5}), or add nodes')
 
 
+def check_store_reachable(uri: str, cfg: Config, address: str | None) -> None:
+    """Refuse a tracking store on the driver's disk when the cluster has more than one node:
+    ``adautomix train --tracking-uri`` logs from rank 0, which may run on any node, where a
+    SQLite file or folder of the driver's machine does not exist (and SQLite on a network file
+    system is unsafe). Connects to the cluster (``train_with_ray`` then reuses the connection)."""
+    from .tracking import is_local_store, mask
+
+    if not is_local_store(uri):
+        return
+    connect(address, cfg.train.env_vars)
+    import ray
+
+    nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
+    if nodes > 1:
+        raise ConfigError(
+            f"--tracking-uri {mask(uri)} is a store on this machine's disk, and the Ray cluster has "
+            f"{nodes} nodes: rank 0 logs from whichever node it runs on. Give an MLflow tracking "
+            "server that every node reaches (--tracking-uri http://HOST:5000, started with "
+            "`mlflow server --host 0.0.0.0 ...`), or train with train.workers=0")
+
+
 def _has_autoscaler() -> bool:
     try:  # the same (private) call Ray Train makes before placing workers
         from ray._private.state import state
@@ -462,6 +483,10 @@ def train_with_ray(cfg: Config, address: str | None = None, callbacks: list[Call
     )
     try:
         trainer.fit()
+    except SystemExit:
+        # Ctrl-C: Ray Train's SIGINT handler aborts the run (its controller stops the workers)
+        # and exits; the caller says what was kept and how to continue
+        raise KeyboardInterrupt from None
     except ray.train.TrainingFailedError as err:
         bad = _bad_input(err)
         if bad is not None:  # e.g. data missing on the workers: undo what this launch wrote

@@ -75,6 +75,12 @@ def resolve_tracking_uri(uri: str | None) -> str:
     return uri
 
 
+def is_local_store(uri: str) -> bool:
+    """Whether ``uri`` is a store on this machine's disk (a SQLite file or a folder), which a
+    process on another node of a cluster cannot reach."""
+    return resolve_tracking_uri(uri).split(":", 1)[0] in ("sqlite", "file")
+
+
 def mask(uri: str) -> str:
     """``uri`` with its password replaced by ``***`` (``http://user:***@host:5000``): the form
     that is printed and written. Credentials belong in ``MLFLOW_TRACKING_USERNAME`` and
@@ -497,18 +503,22 @@ class RunLogger(Callback):
     writes it first when ``mlflow.log_model=true``). Hooks run on rank 0; picklable for Ray
     Train's workers. Epochs missed while the store was down are sent with the next one."""
 
-    def __init__(self, uri: str, run_id: str):
+    def __init__(self, uri: str, run_id: str, continued: bool = False):
         _secrets[mask(uri)] = uri
-        self.run_id = run_id
+        self.run_id, self.continued = run_id, continued
         # Ray Train ships it to the workers in memory, the URI whole (it is never written)
         self.outbox = _Outbox(uri, "", mask_pickled=False)
         self._epochs: list[dict] = []
 
     def setup(self, trainer) -> None:
         self.outbox.where = str(trainer.out)
-        if trainer.rank == 0:
-            self.outbox.send("the run's folder", lambda c: c.set_tag(
-                self.run_id, TAG_PREFIX + "out_dir", str(trainer.out)))
+        if trainer.rank != 0:
+            return
+        self.outbox.send("the run's folder", lambda c: c.set_tag(
+            self.run_id, TAG_PREFIX + "out_dir", str(Path(trainer.out).resolve())))
+        if self.continued:  # the checkpoint's epochs that the run lacks (the store was down)
+            history = [dict(r) for r in trainer.history]
+            self.outbox.send("the epochs before the checkpoint", lambda c: self._backfill(c, history))
 
     def on_epoch(self, record: dict) -> None:
         self._epochs.append({k: v for k, v in record.items() if isinstance(v, (int, float))
@@ -529,6 +539,17 @@ class RunLogger(Callback):
 
         self.outbox.send("the run's files and model", files, force=True)
 
+    def _backfill(self, c, history: list[dict]) -> None:
+        from mlflow.entities import Metric
+
+        logged = {m.step for m in c.get_metric_history(self.run_id, "top1")}
+        now = _now_ms()
+        for record in history:
+            if int(record["epoch"]) not in logged:
+                c.log_batch(self.run_id, metrics=[
+                    Metric(k, float(v), now, int(record["epoch"])) for k, v in record.items()
+                    if k != "epoch" and isinstance(v, (int, float)) and not isinstance(v, bool)])
+
     def _log_epochs(self, c) -> None:
         from mlflow.entities import Metric
 
@@ -544,28 +565,36 @@ def train_logged(cfg, uri: str, train_fn) -> dict:
     """``adautomix train`` with MLflow: one run in experiment ``train-<data>`` (model training),
     every resolved config value a param, ``RunLogger`` (and ``ExportModel`` with
     ``mlflow.log_model=true``) as the engine's callbacks of ``train_fn(callbacks)``; the run is
-    closed FINISHED, FAILED, or KILLED (Ctrl-C). A store that cannot be reached: one warning,
-    training without MLflow."""
+    closed FINISHED, FAILED, or KILLED (Ctrl-C). ``train.resume`` continues the latest run
+    tagged with the same run directory (``adautomix.out_dir``), if there is one. A store that
+    cannot be reached: one warning, training without MLflow."""
     from ..config import to_dict
 
     uri = resolve_tracking_uri(uri)
-    tree = to_dict(cfg)
-    commit = git_commit()
+    out_dir = str(Path(cfg.out_dir).expanduser().resolve()) if cfg.out_dir else ""
     try:
         c = client(uri)
         name = f"train-{cfg.data.name}"
         exp = c.get_experiment_by_name(name)
         exp_id = exp.experiment_id if exp else c.create_experiment(
             name, tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING})
-        run_id = c.create_run(exp_id, run_name=f"{cfg.method.name}-{cfg.data.name} seed={cfg.seed}", tags={
-            TAG_PREFIX + "method": cfg.method.name, TAG_PREFIX + "seed": str(cfg.seed),
-            TAG_PREFIX + "dataset": cfg.data.name, TAG_PREFIX + "git_commit": commit,
-            "mlflow.source.git.commit": commit}).info.run_id
-        _log_params(c, run_id, flatten(tree))
+        run_id = _run_of_dir(c, exp_id, out_dir) if cfg.train.resume and out_dir else None
+        continued = run_id is not None
+        if continued:
+            c.update_run(run_id, status="RUNNING")
+            print(f"MLflow: continuing run {run_id}", flush=True)
+        else:
+            commit = git_commit()
+            run_id = c.create_run(exp_id, run_name=f"{cfg.method.name}-{cfg.data.name} seed={cfg.seed}", tags={
+                TAG_PREFIX + "method": cfg.method.name, TAG_PREFIX + "seed": str(cfg.seed),
+                TAG_PREFIX + "dataset": cfg.data.name, TAG_PREFIX + "git_commit": commit,
+                "mlflow.source.git.commit": commit,
+                **({TAG_PREFIX + "out_dir": out_dir} if out_dir else {})}).info.run_id
+            _log_params(c, run_id, flatten(to_dict(cfg)))
     except Exception as err:  # noqa: BLE001 - training goes on without MLflow
         warn(uri, err, "creating the run", cfg.out_dir or "the run directory")
         return train_fn([])
-    callbacks = ([ExportModel()] if cfg.mlflow.log_model else []) + [RunLogger(uri, run_id)]
+    callbacks = ([ExportModel()] if cfg.mlflow.log_model else []) + [RunLogger(uri, run_id, continued)]
     status = "FAILED"
     try:
         summary = train_fn(callbacks)
@@ -581,6 +610,13 @@ def train_logged(cfg, uri: str, train_fn) -> dict:
                   f"        then open {runs_url(uri, exp_id)}", flush=True)
         except Exception as err:  # noqa: BLE001
             warn(uri, err, "closing the run")
+
+
+def _run_of_dir(c, experiment_id: str, out_dir: str) -> str | None:
+    """The latest run of ``experiment_id`` tagged with the run directory ``out_dir``."""
+    found = c.search_runs([experiment_id], max_results=1, order_by=["attributes.start_time DESC"],
+                          filter_string=f"tags.`{TAG_PREFIX}out_dir` = '{out_dir}'")
+    return found[0].info.run_id if found else None
 
 
 def _submit(fn) -> None:
