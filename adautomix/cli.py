@@ -1,7 +1,7 @@
 """``adautomix`` command line: ``train`` and ``bench``.
 
 Bad input (config, data, run directory) ends with one line on stderr (one per bad config key) and
-exit code 2.
+exit code 2; Ctrl-C of ``train`` ends with one line naming the resume command and exit code 130.
 """
 from __future__ import annotations
 
