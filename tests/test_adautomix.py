@@ -289,7 +289,7 @@ def test_invalid_adautomix_settings_are_config_errors(override):
 def test_adautomix_trains_on_digits_from_the_cli_with_a_teacher_that_follows(tmp_path):
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "adautomix", "train", "method.name=adautomix", "data.name=digits",
-           "model.width=0.125", "train.epochs=6", "train.batch_size=32", "train.threads=1",
+           "model.width=0.125", "train.epochs=6", "train.batch_size=32", "train.threads=2",
            f"out_dir={out}"]
     run = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=900)
     summary = json.loads((out / "metrics.json").read_text())
