@@ -144,7 +144,12 @@ def main(argv: list[str] | None = None) -> int:
     bp.add_argument("--threads", type=int, default=0, help="torch CPU threads per method (0: torch's default)")
     bp.set_defaults(func=_bench)
 
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if args.command == "eval":  # key=value after --suite (argparse takes positionals in one run)
+        args.overrides += [u for u in unknown if "=" in u and not u.startswith("-")]
+        unknown = [u for u in unknown if u not in args.overrides]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     return args.func(args)
 
 

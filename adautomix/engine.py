@@ -343,7 +343,8 @@ class Trainer:
                              self.cfg.eval, run_dir, title, log=self.progress.note)
         about = {"model": {"method": self.cfg.method.name, "head": self.step.headline, "epoch": self.epoch,
                            "checkpoint": str(checkpoint) if checkpoint else None},
-                 "data": {"name": self.cfg.data.name, "test_images": sum(len(y) for _, y in loader)}}
+                 "data": {"name": self.cfg.data.name,
+                          "test_images": len(loader.labels if hasattr(loader, "labels") else loader.dataset)}}
         write_eval_json(run_dir, results, about)
         for suite in results.values():
             if "picture" in suite:
@@ -376,6 +377,8 @@ def read_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict:
         return torch.load(path, map_location=device, weights_only=True)
     except pickle.UnpicklingError as err:
         found = re.search(r"GLOBAL (\S+)", str(err))  # the object torch refused
+        if not found and "Unsupported operand" in str(err):  # no pickle at all (a text file, ...)
+            raise CheckpointError(f"checkpoint {path}: not a readable torch checkpoint") from None
         raise CheckpointError(
             f"checkpoint {path}: refused: it holds a pickled Python object"
             f"{f' ({found.group(1)})' if found else ''} that loading would have to run; "
