@@ -45,6 +45,10 @@ def test_ece_equals_the_hand_computation_with_15_bins():
     bins = calibration.reliability_bins(torch.tensor(logits, dtype=torch.float64), torch.tensor(labels), 15)
     from_bins = sum(n / len(labels) * abs(a - c) for n, a, c in zip(bins["count"], bins["accuracy"], bins["confidence"]))
     assert from_bins == pytest.approx(expected, abs=1e-9) and sum(bins["count"]) == len(labels)
+    edges = bins["edges"]
+    assert len(edges) == 16 and edges[0] == 0 and edges[-1] == 1
+    for m, (n, conf) in enumerate(zip(bins["count"], bins["confidence"])):
+        assert n == 0 or edges[m] < conf <= edges[m + 1]  # each bin's mean confidence lies in it
 
 
 def test_ece_is_zero_for_a_perfectly_calibrated_model():
