@@ -199,6 +199,12 @@ def run_suites(model: nn.Module, batches: Iterable, mean: Iterable[float], std: 
                                         zip(results[suite]["ratios"], results[suite]["top1"]))
         results[suite]["seconds"] = time.perf_counter() - start
         log(f"{suite}: {line} ({results[suite]['seconds']:.1f} s)")
+        if suite == "corruption":  # the per-type table
+            log(f"  {'type':18s} {'mean':>6s}  " + " ".join(f"{'s' + str(s):>5s}" for s in corruptions.SEVERITIES))
+            for name, v in results[suite]["per_type"].items():
+                log(f"  {name + ('*' if name in corruptions.SYNTHETIC else ''):18s} {v['top1']:6.2f}  "
+                    + " ".join(f"{a:5.1f}" for a in v["by_severity"].values()))
+            log("  * synthetic frost texture (README: Evaluation)")
     return results
 
 
