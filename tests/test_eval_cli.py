@@ -15,7 +15,7 @@ import pytest
 from adautomix.evaluation.corruptions import CORRUPTIONS
 
 BIN = Path(sys.executable).parent
-TINY = ["data.name=digits", "data.limit_train=128", "data.limit_test=40", "model.width=0.125",
+TINY = ["data.name=digits", "data.limit_train=128", "data.limit_test=32", "model.width=0.125",
         "train.epochs=1", "train.batch_size=32", "train.threads=1"]
 
 
@@ -41,7 +41,7 @@ def test_final_eval_puts_its_numbers_in_the_last_epoch_record_and_eval_json(run_
     summary = json.loads((run_dir / "metrics.json").read_text())
     assert summary["eval"]["eval_fgsm_top1"] == last["eval_fgsm_top1"]
     record = json.loads((run_dir / "eval.json").read_text())
-    assert record["model"]["head"] == "one" and record["data"]["test_images"] == 40
+    assert record["model"]["head"] == "one" and record["data"]["test_images"] == 32
     assert (run_dir / "pictures" / "reliability.png").exists()
 
 
@@ -51,7 +51,7 @@ def test_eval_writes_every_number_the_suites_promise(run_dir):
     assert "wrote" in done.stdout and " s" in done.stdout.splitlines()[-1]  # the time taken
     record = json.loads((run_dir / "eval.json").read_text())
     cal = record["calibration"]
-    assert 0 <= cal["ece"] <= 100 and cal["n_bins"] == 15 and sum(cal["bins"]["count"]) == 40
+    assert 0 <= cal["ece"] <= 100 and cal["n_bins"] == 15 and sum(cal["bins"]["count"]) == 32
     cor = record["corruption"]
     assert set(cor["per_type"]) == set(CORRUPTIONS) and len(CORRUPTIONS) == 19
     assert all(set(v["by_severity"]) == {"1", "2", "3", "4", "5"} for v in cor["per_type"].values())
@@ -74,10 +74,16 @@ def test_eval_writes_every_number_the_suites_promise(run_dir):
 @pytest.mark.parametrize("args, message", [
     (["{run}/pictures"], "no checkpoint at"),
     (["{run}", "--suite", "calibration,robustness"], "unknown suite 'robustness'; allowed:"),
-    (["{run}/config.yaml"], "not a readable torch checkpoint"),
     (["{run}", "--suite", "fgsm", "model.width=0.5"], "does not fit the run's config"),
 ])
 def test_bad_input_is_one_line_and_exit_2(run_dir, args, message):
     done = adautomix("eval", *[a.format(run=run_dir) for a in args], cwd=run_dir.parent)
     assert done.returncode == 2, done.stderr
     assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+def test_a_file_that_is_no_checkpoint_is_named_as_such(run_dir):
+    from adautomix.engine import CheckpointError, read_checkpoint
+
+    with pytest.raises(CheckpointError, match="config.yaml: not a readable torch checkpoint"):
+        read_checkpoint(run_dir / "config.yaml")

@@ -58,7 +58,7 @@ def plot_reliability(ax, bins: dict, title: str, ece: float | None = None) -> No
     conf = [c if f else 0.0 for c, f in zip(bins["confidence"], filled)]
     ax.bar(left, acc, width=width, align="edge", color="tab:blue", edgecolor="black", label="accuracy")
     ax.bar(left, [c - a for c, a in zip(conf, acc)], bottom=acc, width=width, align="edge",
-           color="tab:red", alpha=0.3, hatch="//", edgecolor="tab:red", label="gap to confidence")
+           facecolor="none", hatch="//", edgecolor="tab:red", linewidth=0.8, label="gap to confidence")
     ax.plot([0, 1], [0, 1], "--", color="gray")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)

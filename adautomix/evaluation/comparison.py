@@ -109,15 +109,13 @@ def markdown_table(rows: list[dict]) -> str:
 def corruption_table(rows: list[dict]) -> str:
     """Rows x the 19 corruption types (top-1 averaged over severities and seeds), or "" when no
     run measured them."""
+    from .corruptions import CORRUPTIONS, SYNTHETIC
+
     prefix = "eval_corruption_top1_"
-    names = []
-    for r in rows:
-        for m in r["stats"]:
-            if m.startswith(prefix) and m != prefix + "without_synthetic" and m[len(prefix):] not in names:
-                names.append(m[len(prefix):])
+    names = [n for n in CORRUPTIONS if any(prefix + n in r["stats"] for r in rows)]
     if not names:
         return ""
-    header = ["", *names]
+    header = ["", *(n + ("*" if n in SYNTHETIC else "") for n in names)]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
     bests = {n: best(rows, prefix + n, "max") for n in names}
     for r in rows:

@@ -83,9 +83,11 @@ def _eval_json(c, run, tmp: Path) -> dict | None:
 def report(name: str, tracking_uri: str | None = None, out: str | Path | None = None, stream=None) -> Path:
     """Write ``report.md``, ``report.csv``, ``occlusion.png`` and ``reliability.png`` (when the
     runs have them) for study or experiment ``name`` to ``out`` and print the Markdown."""
+    import os
     import sys
 
     stream = stream or sys.stdout
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no bar per eval.json
     uri = tracking.resolve_tracking_uri(tracking_uri)
     c = tracking.client(uri)
     try:
@@ -116,7 +118,7 @@ def report(name: str, tracking_uri: str | None = None, out: str | Path | None = 
             "", comparison.markdown_table(rows)]
     per_type = comparison.corruption_table(rows)
     if per_type:
-        text += ["", "Corruption top-1 per type (mean over severities 1-5; frost is synthetic, see README):",
+        text += ["", "Corruption top-1 per type (mean over severities 1-5; * synthetic frost texture, see README):",
                  "", per_type]
     md = out / "report.md"
     md.write_text("\n".join(text) + "\n")
