@@ -191,7 +191,7 @@ def equalize_hist(x: np.ndarray) -> np.ndarray:
     return lut[x]
 
 
-@functools.lru_cache(maxsize=1)
+@functools.lru_cache(maxsize=2)
 def frost_texture(size: int = 256, seed: int = 20190101) -> np.ndarray:
     """A synthetic frost texture ``size x size x 3`` in [0, 255] (stand-in for the authors' frost
     photographs; see the module docstring): ridged multi-scale noise (thin bright crystal
@@ -303,8 +303,8 @@ def snow(x, severity, rng):
 def frost(x, severity, rng):
     """The CIFAR blend c_0 · x + c_1 · frost with a random crop of the synthetic texture."""
     c0, c1 = [(1, 0.2), (1, 0.3), (0.9, 0.4), (0.85, 0.4), (0.75, 0.45)][severity - 1]
-    texture = frost_texture()
     b, h, w = x.shape[:3]
+    texture = frost_texture(max(256, 2 * max(h, w)))
     ys = rng.integers(0, texture.shape[0] - h, size=b)
     xs = rng.integers(0, texture.shape[1] - w, size=b)
     crops = np.stack([texture[y:y + h, x0:x0 + w] for y, x0 in zip(ys, xs)])
