@@ -1,4 +1,4 @@
-"""``adautomix`` command line: ``train`` and ``bench``.
+"""``adautomix`` command line: ``train``, ``eval``, ``report`` and ``bench``.
 
 Bad input (config, data, run directory) ends with one line on stderr (one per bad config key) and
 exit code 2; Ctrl-C of ``train`` ends with one line naming the resume command and exit code 130.
@@ -70,6 +70,28 @@ def _fail(err: Exception) -> int:
     return USAGE_ERROR
 
 
+def _eval(args: argparse.Namespace) -> int:
+    from .data.datasets import DataError
+    from .engine import CheckpointError
+    from .evaluate import EvalError, evaluate, parse_suites
+
+    try:
+        evaluate(args.path, parse_suites(args.suite), args.overrides)
+    except (EvalError, ConfigError, DataError, CheckpointError) as err:
+        return _fail(err)
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from .platform.mlflow_report import ReportError, report
+
+    try:
+        report(args.name, args.tracking_uri, args.out)
+    except ReportError as err:
+        return _fail(err)
+    return 0
+
+
 def _bench(args: argparse.Namespace) -> int:
     from .bench import run_bench
 
@@ -100,6 +122,31 @@ def main(argv: list[str] | None = None) -> int:
                          "e.g. sqlite:///mlflow.db or http://host:5000")
     tp.set_defaults(func=_train)
 
+    ep = sub.add_parser(
+        "eval", help="evaluation suites on a trained run: calibration, corruption, fgsm, occlusion",
+        description="Evaluate a run's headline model (the EMA teacher's one-hot head for AdAutoMix and "
+                    "AutoMix, the classifier for the others); writes eval.json and pictures/ into the run "
+                    "directory. key=value overrides apply to the run's config (e.g. data.root=..., "
+                    "train.device=cpu, eval.seed=1, eval.fgsm_epsilon=0.0157).")
+    ep.add_argument("path", metavar="RUN_DIR_OR_CHECKPOINT")
+    ep.add_argument("overrides", nargs="*", metavar="key=value")
+    ep.add_argument("--suite", default="calibration,corruption,fgsm,occlusion",
+                    help="comma-separated suites (default: all four)")
+    ep.set_defaults(func=_eval)
+
+    rp = sub.add_parser(
+        "report", help="paper-style tables and plots of a study or experiment, from MLflow",
+        description="Methods x metrics (mean ± std over seeds, best in bold, the paper's value and the "
+                    "difference where the setting matches one of the paper's) as Markdown and CSV, the "
+                    "occlusion curves and the reliability diagrams, from the runs in MLflow.")
+    rp.add_argument("name", metavar="STUDY_OR_EXPERIMENT",
+                    help="a study's name (experiment ablation-<name>) or an experiment's name")
+    rp.add_argument("--tracking-uri", default=None,
+                    help="default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db")
+    rp.add_argument("--out", default=None, help="folder for report.md, report.csv and the plots "
+                                                "(default: runs/reports/<name>)")
+    rp.set_defaults(func=_report)
+
     bp = sub.add_parser("bench", help="per-step time and peak memory of each method")
     bp.add_argument("--methods", nargs="+", default=None,
                     help="methods (default: every registered one); adautomix:N sets N "
@@ -113,7 +160,12 @@ def main(argv: list[str] | None = None) -> int:
     bp.add_argument("--threads", type=int, default=0, help="torch CPU threads per method (0: torch's default)")
     bp.set_defaults(func=_bench)
 
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if args.command == "eval":  # key=value after --suite (argparse takes positionals in one run)
+        args.overrides += [u for u in unknown if "=" in u and not u.startswith("-")]
+        unknown = [u for u in unknown if u not in args.overrides]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     return args.func(args)
 
 

@@ -34,6 +34,7 @@ DEVICES = ("auto", "cpu", "cuda")
 MANIFOLD_LAYERS = (0, 1, 2, 3)  # Manifold Mixup: 0 = the input, k = the output of residual stage k
 RESIZE_MODES = ("nearest", "bilinear")
 SALIENCY_BOXES = ("batch", "sample")
+EVAL_SUITES = ("calibration", "corruption", "fgsm", "occlusion")  # evaluation/suite.py SUITES
 SEED_MAX = 2**32 - 1  # numpy's and Optuna's seeds; keeps the engine's derived torch seeds < 2**64
 
 
@@ -144,6 +145,19 @@ class TrainConfig:
     controller_failure_limit: int = 4  # worker-group starts that time out before the run gives up; -1 = no limit
     worker_start_timeout_s: float = 60.0  # how long each start waits for its workers to be placed
     env_vars: list[str] = field(default_factory=list)  # driver variables sent to every worker: NAME or PREFIX*
+    # evaluation suites run on the headline model after the last epoch (rank 0): eval.json,
+    # pictures, and their numbers in the last epoch's record (evaluation/suite.py)
+    final_eval: list[str] = field(default_factory=list)
+
+
+@dataclass
+class EvalConfig:
+    """``adautomix eval`` and ``train.final_eval`` (evaluation/suite.py)."""
+
+    seed: int = 0  # corruption noise and occlusion patches
+    fgsm_epsilon: float = 8 / 255  # FGSM's L-inf budget in pixel units ([0, 1] scale)
+    occlusion_patch: int = 16  # side of the occluding patches, pixels
+    calibration_bins: int = 15  # equal-width confidence bins of the ECE
 
 
 @dataclass
@@ -158,6 +172,7 @@ class Config:
     method: MethodConfig = field(default_factory=MethodConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     seed: int = 0
     out_dir: str = ""  # run directory; "" = runs/<method>-<data>-<time>
 
@@ -360,6 +375,14 @@ def validate(cfg: Config) -> Config:
         gpus = t.resources_per_worker["GPU"]
         _check((gpus > 0) == t.use_gpu, "train.resources_per_worker.GPU", gpus,
                "> 0 with train.use_gpu=true, 0 or absent without (Ray Train's rule)")
+    for i, suite in enumerate(t.final_eval):
+        _check(suite in EVAL_SUITES, f"train.final_eval[{i}]", suite, f"one of {', '.join(EVAL_SUITES)}")
+    _check(len(set(t.final_eval)) == len(t.final_eval), "train.final_eval", t.final_eval, "no suite twice")
+    e = cfg.eval
+    _check(0 <= e.seed <= SEED_MAX, "eval.seed", e.seed, f">= 0 and <= 2**32 - 1 ({SEED_MAX})")
+    _check(0 <= e.fgsm_epsilon <= 1, "eval.fgsm_epsilon", e.fgsm_epsilon, "0..1 (pixel units; 8/255 = 0.0314)")
+    _check(e.occlusion_patch >= 1, "eval.occlusion_patch", e.occlusion_patch, ">= 1 pixel")
+    _check(e.calibration_bins >= 1, "eval.calibration_bins", e.calibration_bins, ">= 1")
     _check(0 <= cfg.seed <= SEED_MAX, "seed", cfg.seed, f">= 0 and <= 2**32 - 1 ({SEED_MAX})")
     if cfg.out_dir.startswith("file://"):  # Ray's form of a path on a (shared) file system
         cfg.out_dir = url2pathname(urlsplit(cfg.out_dir).path)

@@ -229,18 +229,8 @@ class Trainer:
             ) from None
 
     def load_checkpoint(self, path: Path) -> None:
-        """Load ``path`` without unpickling code: a file holding anything but tensors and plain
-        Python values (what ``state_dict`` writes) is refused with ``CheckpointError``."""
-        try:
-            state = torch.load(path, map_location=self.device, weights_only=True)
-        except pickle.UnpicklingError as err:
-            found = re.search(r"GLOBAL (\S+)", str(err))  # the object torch refused
-            raise CheckpointError(
-                f"checkpoint {path}: refused: it holds a pickled Python object"
-                f"{f' ({found.group(1)})' if found else ''} that loading would have to run; "
-                "adautomix checkpoints hold only tensors and plain values (torch.load weights_only=True)"
-            ) from None
-        self.load_state_dict(state)
+        """Load ``path`` without unpickling code (``read_checkpoint``)."""
+        self.load_state_dict(read_checkpoint(path, self.device))
 
     # ---------------------------------------------------------------- loop
     def train_epoch(self) -> dict[str, float]:
@@ -310,6 +300,9 @@ class Trainer:
             record["top1"] = heads[headline]
             # the paper's figure so far: median top-1 of the last min(10, epochs) epochs
             record["top1_median_last10"] = statistics.median([r["top1"] for r in self.history[-9:]] + [record["top1"]])
+            if self.rank == 0 and self.cfg.train.final_eval and self.epoch + 1 == self.cfg.train.epochs:
+                # in the last epoch's record, so that it reaches Tune and MLflow with it
+                record.update(self.run_eval(self.cfg.train.final_eval))
             self.epoch += 1
             self.history.append(record)
             if self.rank == 0:
@@ -334,6 +327,31 @@ class Trainer:
                 cb.on_end(summary, self)
         return summary
 
+    def run_eval(self, suites: list[str], run_dir: Path | None = None,
+                 checkpoint: Path | None = None) -> dict[str, float]:
+        """The evaluation suites (``evaluation/suite.py``) on the headline model over the whole
+        test split; writes ``eval.json`` and pictures into ``run_dir`` (default: the run's
+        folder) and returns the flat ``eval_*`` metrics."""
+        from .evaluation.suite import flat_metrics, run_suites, write_eval_json
+
+        run_dir = Path(run_dir or self.out)
+        # a Ray Train rank holds a shard of the test split; the suites see all of it
+        loader = self.test_loader if self.world_size == 1 else build_loaders(self.cfg, self.device)[1]
+        title = f"{getattr(self.step, 'display_name', self.cfg.method.name)} ({self.step.headline})"
+        self.progress.note(f"evaluation suites {', '.join(suites)} on {title}, epoch {self.epoch}")
+        results = run_suites(self.step.headline_model, loader, self.spec.mean, self.spec.std, suites,
+                             self.cfg.eval, run_dir, title, log=self.progress.note)
+        about = {"model": {"method": self.cfg.method.name, "head": self.step.headline, "epoch": self.epoch,
+                           "checkpoint": str(checkpoint) if checkpoint else None},
+                 "data": {"name": self.cfg.data.name,
+                          "test_images": len(loader.labels if hasattr(loader, "labels") else loader.dataset)}}
+        write_eval_json(run_dir, results, about)
+        for suite in results.values():
+            if "picture" in suite:
+                for cb in self.callbacks:
+                    cb.on_artifact(run_dir / suite["picture"])
+        return flat_metrics(results)
+
     def _pictures(self) -> None:
         """Mixed-sample PNG every ``method.vis_every`` epochs and at the end (AdAutoMix, AutoMix)."""
         every = self.cfg.method.vis_every
@@ -351,8 +369,26 @@ class Trainer:
             cb.on_artifact(path)
 
 
+def read_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict:
+    """A checkpoint's state, loaded without unpickling code: a file holding anything but tensors
+    and plain Python values (what ``Trainer.state_dict`` writes) is refused with
+    ``CheckpointError``."""
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as err:
+        found = re.search(r"GLOBAL (\S+)", str(err))  # the object torch refused
+        if not found and "Unsupported operand" in str(err):  # no pickle at all (a text file, ...)
+            raise CheckpointError(f"checkpoint {path}: not a readable torch checkpoint") from None
+        raise CheckpointError(
+            f"checkpoint {path}: refused: it holds a pickled Python object"
+            f"{f' ({found.group(1)})' if found else ''} that loading would have to run; "
+            "adautomix checkpoints hold only tensors and plain values (torch.load weights_only=True)"
+        ) from None
+
+
 def summarize(history: list[dict], headline: str) -> dict:
-    """``metrics.json``: final top-1, median of the last min(10, epochs), per-head top-1."""
+    """``metrics.json``: final top-1, median of the last min(10, epochs), per-head top-1 (and
+    the ``eval_*`` numbers of ``train.final_eval``)."""
     last = history[-1]
     heads = {k[len("top1_"):]: v for k, v in last.items() if k.startswith("top1_") and k != "top1_median_last10"}
     return {
@@ -363,6 +399,8 @@ def summarize(history: list[dict], headline: str) -> dict:
         "epochs_done": last["epoch"],
         "train_img_per_s": statistics.median(r["train_img_per_s"] for r in history),
         "final_loss": last["loss"],
+        **({"eval": {k: v for k, v in last.items() if k.startswith("eval_")}}
+           if any(k.startswith("eval_") for k in last) else {}),
     }
 
 

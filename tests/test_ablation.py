@@ -338,13 +338,16 @@ def test_the_printed_url_opens_the_experiments_training_runs():
 
 # ------------------------------------------------------------------------------ whole studies
 def test_smoke_study_logs_one_parent_and_a_child_per_trial(tmp_path, ray_cluster):
-    path = write_study(tmp_path)
+    # the trials also run evaluation suites after their last epoch (train.final_eval)
+    base = {**TINY_BASE, "train": {**TINY_BASE["train"], "final_eval": ["calibration", "fgsm", "occlusion"]}}
+    path = write_study(tmp_path, base=base)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     done = run_cli([path, "--smoke", "--address", ray_cluster.address, "--tracking-uri", uri], tmp_path)
     assert done.returncode == 0, output(done)
     quiet_end(done)  # a grid study ends without a warning
     assert f"mlflow ui --backend-store-uri sqlite:///{tmp_path / 'mlflow.db'}" in done.stdout
     assert "| mixup | 1 |" in done.stdout and "| adautomix | 1 |" in done.stdout
+    assert "eval_ece" in done.stdout and "eval_fgsm_top1" in done.stdout  # the results table's columns
     client, parents, children = study_runs(uri, "tiny")
     assert f"http://127.0.0.1:5000/#/experiments/{parents[0].info.experiment_id}/runs?" in done.stdout
     assert len(parents) == 1 and len(children) == 2
@@ -362,6 +365,34 @@ def test_smoke_study_logs_one_parent_and_a_child_per_trial(tmp_path, ray_cluster
     model = mlflow.pytorch.load_model(run.data.tags["adautomix.model_uri"])
     assert model(torch.zeros(3, 3, 32, 32)).shape == (3, 10)
     check_champion(client, uri, "tiny", children)
+    check_final_eval(client, children)
+    check_report(tmp_path, uri)
+
+
+def check_final_eval(client, children) -> None:
+    """Each trial's run holds the final evaluation: its numbers at the last epoch's step, eval.json
+    and the pictures."""
+    for run in children:
+        metrics = run.data.metrics
+        assert {"eval_ece", "eval_fgsm_top1", "eval_occlusion_top1_000", "eval_occlusion_top1_100"} <= set(metrics)
+        assert [m.step for m in client.get_metric_history(run.info.run_id, "eval_ece")] == [2]
+        assert "eval.json" in {a.path for a in client.list_artifacts(run.info.run_id)}
+        pictures = {a.path for a in client.list_artifacts(run.info.run_id, "pictures")}
+        assert {"pictures/reliability.png", "pictures/occlusion.png"} <= pictures
+
+
+def check_report(folder: Path, uri: str) -> None:
+    """`adautomix report` of the study: a row per method, the eval columns, CSV and plots."""
+    done = subprocess.run([str(BIN / "adautomix"), "report", "tiny", "--tracking-uri", uri, "--out",
+                           str(folder / "report")], cwd=folder, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, output(done)
+    rows = [line for line in done.stdout.splitlines() if line.startswith(("| mixup |", "| adautomix |"))]
+    assert len(rows) == 2, done.stdout
+    header = next(line for line in done.stdout.splitlines() if line.startswith("|  | seeds |"))
+    assert "ECE ↓" in header and "FGSM top-1" in header and "occlusion top-1" in header
+    assert sum(row.count("**") for row in rows) >= 2 * 5  # every column has one best (5 columns)
+    for name in ("report.md", "report.csv", "occlusion.png", "reliability.png"):
+        assert (folder / "report" / name).exists(), name
 
 
 def check_champion(client, uri: str, name: str, children) -> None:

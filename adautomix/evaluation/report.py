@@ -18,6 +18,8 @@ from typing import Any
 
 # the metrics a table shows besides the per-head top1_<head> columns, in this order
 SUMMARY_METRICS = ("top1", "top1_median_last10", "loss", "train_img_per_s")
+# train.final_eval's numbers (evaluation/suite.py) a table shows, when the trials have them
+EVAL_METRICS = ("eval_ece", "eval_corruption_top1", "eval_fgsm_top1", "eval_occlusion_top1_mean")
 
 
 def short_key(key: str) -> str:
@@ -56,7 +58,7 @@ def aggregate(records: list[dict], metric: str, mode: str = "max",
     for k in keys:
         recs = sorted(groups[k], key=lambda r: r["seed"])
         names = sorted({m for r in recs for m in r["metrics"]
-                        if m in SUMMARY_METRICS or m.startswith("top1_")})
+                        if m in SUMMARY_METRICS or m in EVAL_METRICS or m.startswith("top1_")})
         stats = {}
         for m in names:
             values = [float(r["metrics"][m]) for r in recs if m in r["metrics"]]
@@ -72,11 +74,13 @@ def aggregate(records: list[dict], metric: str, mode: str = "max",
 
 
 def columns(rows: list[dict], metric: str) -> list[str]:
-    """The metric columns: the ranked metric first, then top1, the median, each head, loss, img/s."""
+    """The metric columns: the ranked metric first, then top1, the median, each head, the final
+    evaluation's numbers, loss, img/s."""
     present = {m for r in rows for m in r["stats"]}
     first = [metric] + [m for m in ("top1", "top1_median_last10") if m != metric]
     heads = sorted(m for m in present if m.startswith("top1_") and m != "top1_median_last10")
-    return list(dict.fromkeys(m for m in first + heads + ["loss", "train_img_per_s"] if m in present))
+    return list(dict.fromkeys(m for m in first + heads + list(EVAL_METRICS) + ["loss", "train_img_per_s"]
+                              if m in present))
 
 
 def _fmt(mean: float, std: float, digits: int) -> str:

@@ -389,7 +389,7 @@ class StudyTracker:
 
     def _close(self, c, key: str, run_id: str, status: str, run_dir: Path, tags) -> None:
         if status == "FINISHED":
-            for name in ("config.yaml", "metrics.json", "metrics.jsonl"):
+            for name in ("config.yaml", "metrics.json", "metrics.jsonl", "eval.json"):
                 if (run_dir / name).exists():
                     c.log_artifact(run_id, str(run_dir / name))
             for picture in sorted((run_dir / "pictures").glob("*.png")):
@@ -532,8 +532,9 @@ class RunLogger(Callback):
         run_dir = trainer.out
 
         def files(c) -> None:
-            for name in ("config.yaml", "metrics.json", "metrics.jsonl"):
-                c.log_artifact(self.run_id, str(run_dir / name))
+            for name in ("config.yaml", "metrics.json", "metrics.jsonl", "eval.json"):
+                if (run_dir / name).exists():  # eval.json: with train.final_eval
+                    c.log_artifact(self.run_id, str(run_dir / name))
             if (run_dir / MODEL_FILE).exists():
                 log_model(self.outbox.uri, self.run_id, run_dir)
 

@@ -1,0 +1,53 @@
+"""The AdAutoMix paper's published numbers (Qin et al., ICLR 2024, https://arxiv.org/abs/2312.11954;
+SPEC.md "Paper results"), each with the setting it was measured in, so that a report can print
+the paper's value beside a measured number whose setting matches.
+
+A setting is a set of config values (dotted keys). Top-1 (Table 1): CIFAR-100, 800 epochs, full
+width. The paper does not say whether its top-1 is the final epoch's or the median of the last
+10 (SPEC.md, "What is reported"), so the value stands beside both ``top1`` and
+``top1_median_last10``. ECE (Figure 4): CIFAR-100; the paper names no backbone or length for it,
+so only the data set, the method and full width are matched. Tiny-ImageNet and ImageNet-1K are
+read as ``imagefolder`` here, which a report cannot tell apart from other folders: their numbers
+are not matched.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+_CIFAR100_TOP1 = {  # method: (ResNet-18, ResNeXt-50), 800 epochs
+    "vanilla": (78.04, 81.09), "mixup": (79.12, 82.10), "cutmix": (78.17, 78.32),
+    "saliencymix": (79.12, 78.77), "fmix": (79.69, 79.02), "resizemix": (80.01, 80.35),
+    "puzzlemix": (81.13, 82.85), "automix": (82.04, 83.64), "adautomix": (82.32, 84.22),
+}
+
+
+def _entries() -> list[dict[str, Any]]:
+    entries = []
+    for method, values in _CIFAR100_TOP1.items():
+        for arch, value in zip(("resnet18", "resnext50"), values):
+            for metric in ("top1", "top1_median_last10"):
+                entries.append({"metric": metric, "value": value, "source": "Table 1", "setting": {
+                    "data.name": "cifar100", "model.arch": arch, "model.width": 1.0, "train.epochs": 800,
+                    "method.name": method}})
+    entries.append({"metric": "eval_ece", "value": 3.2, "source": "Figure 4", "setting": {
+        "data.name": "cifar100", "model.width": 1.0, "method.name": "adautomix"}})
+    return entries
+
+
+PAPER = _entries()
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
+        return float(a) == float(b)
+    return a == b
+
+
+def paper_value(metric: str, setting: dict[str, Any]) -> dict[str, Any] | None:
+    """The paper's entry for ``metric`` whose setting ``setting`` (dotted config keys -> values)
+    matches in every key the entry names, or None."""
+    for entry in PAPER:
+        if entry["metric"] == metric and all(k in setting and _same(setting[k], v)
+                                             for k, v in entry["setting"].items()):
+            return entry
+    return None

@@ -1,0 +1,127 @@
+"""``adautomix report STUDY_OR_EXPERIMENT``: paper-style tables and plots from the runs in MLflow.
+
+The runs are read with MLflow's client API (``MlflowClient.search_runs``, ``download_artifacts``):
+a study's experiment is ``ablation-<study>`` and its trials are the children of its latest parent
+run; any other experiment (e.g. ``train-digits`` of ``adautomix train --tracking-uri``) gives
+all its finished runs. Each run becomes a plain record (its resolved config from its params, its
+last metrics, its ``eval.json`` artifact) and ``evaluation/comparison.py`` builds the tables and
+plots. Only finished runs count.
+"""
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import yaml
+
+from ..evaluation import comparison
+from . import tracking
+
+
+class ReportError(ValueError):
+    """No such study or experiment, or nothing to report; one line."""
+
+
+def _value(text: str):
+    """A param back to its value (params are strings): ``"800"`` -> 800, ``"1.0"`` -> 1.0."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def find_experiment(c, name: str):
+    """The experiment of study ``name`` (``ablation-<name>``), else the experiment ``name``."""
+    for candidate in (f"ablation-{name}", name):
+        exp = c.get_experiment_by_name(candidate)
+        if exp is not None:
+            return exp
+    names = sorted(e.name for e in c.search_experiments(max_results=200))
+    raise ReportError(f"no study or experiment {name!r} in the tracking store (looked for "
+                      f"ablation-{name} and {name}); experiments there: {', '.join(names) or 'none'}")
+
+
+def records(c, exp) -> tuple[list[dict], list[str], str]:
+    """Plain records of the experiment's finished runs, the swept keys, and what was read."""
+    parents = c.search_runs([exp.experiment_id], filter_string="tags.`adautomix.role` = 'study'",
+                            order_by=["attributes.start_time DESC"], max_results=1)
+    if parents:
+        parent = parents[0]
+        runs = c.search_runs([exp.experiment_id], max_results=5000, filter_string=(
+            f"tags.`mlflow.parentRunId` = '{parent.info.run_id}' and attributes.status = 'FINISHED'"))
+        what = f"study run {parent.info.run_name} ({parent.info.run_id[:8]}) of experiment {exp.name}"
+    else:
+        runs = c.search_runs([exp.experiment_id], max_results=5000,
+                             filter_string="attributes.status = 'FINISHED'")
+        what = f"experiment {exp.name}"
+    swept: list[str] = []
+    out = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for run in runs:
+            tags = run.data.tags
+            swept += [k[len("adautomix.swept."):] for k in tags if k.startswith("adautomix.swept.")
+                      and k[len("adautomix.swept."):] not in swept]
+            setting = {k: _value(v) for k, v in run.data.params.items()}
+            seed = setting.get("seed", _value(tags.get("adautomix.seed", "0")))
+            out.append({"setting": setting, "seed": int(seed) if isinstance(seed, int) else 0,
+                        "metrics": dict(run.data.metrics), "eval": _eval_json(c, run, Path(tmp)),
+                        "run_id": run.info.run_id})
+    return out, [s for s in swept if s != "variant"], what
+
+
+def _eval_json(c, run, tmp: Path) -> dict | None:
+    if not any(k.startswith("eval_") for k in run.data.metrics):
+        return None
+    try:
+        local = c.download_artifacts(run.info.run_id, "eval.json", str(tmp / run.info.run_id))
+    except Exception:  # noqa: BLE001 - a run without the artifact: its metrics still count
+        return None
+    return json.loads(Path(local).read_text())
+
+
+def report(name: str, tracking_uri: str | None = None, out: str | Path | None = None, stream=None) -> Path:
+    """Write ``report.md``, ``report.csv``, ``occlusion.png`` and ``reliability.png`` (when the
+    runs have them) for study or experiment ``name`` to ``out`` and print the Markdown."""
+    import os
+    import sys
+
+    stream = stream or sys.stdout
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no bar per eval.json
+    uri = tracking.resolve_tracking_uri(tracking_uri)
+    c = tracking.client(uri)
+    try:
+        exp = find_experiment(c, name)
+        recs, swept, what = records(c, exp)
+    except ReportError:
+        raise
+    except Exception as err:  # noqa: BLE001 - the store cannot be read
+        raise ReportError(f"cannot read the tracking store {tracking.mask(uri)}: {type(err).__name__}: "
+                          f"{tracking._first_line(err)}") from None
+    if not recs:
+        raise ReportError(f"{what}: no finished runs to report")
+    rows = comparison.group(recs, swept)
+    out = Path(out or Path("runs") / "reports" / name)
+    out.mkdir(parents=True, exist_ok=True)
+    files = [comparison.write_csv(out / "report.csv", rows)]
+    curves, errors = comparison.occlusion_curves(rows)
+    if curves:
+        from ..evaluation.suite import save_occlusion_curve
+
+        files.append(save_occlusion_curve(out / "occlusion.png", curves, errors))
+    reliability = comparison.save_reliability_grid(out / "reliability.png", rows)
+    files += [reliability] if reliability else []
+    n_seeds = max(len(r["seeds"]) for r in rows)
+    text = [f"# {name}", "", f"From {what} at {tracking.mask(uri)}: {len(recs)} finished runs, "
+            f"mean ± std over up to {n_seeds} seed(s); best of each column in **bold**; "
+            "(paper P, ±D): the paper's value where the setting matches one of its tables, and the difference.",
+            "", comparison.markdown_table(rows)]
+    per_type = comparison.corruption_table(rows)
+    if per_type:
+        text += ["", "Corruption top-1 per type (mean over severities 1-5; * synthetic frost texture, see README):",
+                 "", per_type]
+    md = out / "report.md"
+    md.write_text("\n".join(text) + "\n")
+    print("\n".join(text), file=stream)
+    print(f"\nwrote {', '.join(str(p) for p in [md, *files])}", file=stream, flush=True)
+    return md
