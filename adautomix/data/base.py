@@ -21,10 +21,14 @@ class TensorData:
 
 @dataclass
 class DataSpec:
+    """What the loop and the loaders need to know about a data set (in-memory sets: augmentation)."""
+
     num_classes: int
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     crop_padding: int  # random-crop padding (reflect); 0 = none
     flip: bool  # random horizontal flip
     class_names: tuple[str, ...] = ()  # for pictures; () = the class index
+    image_size: int = 0  # side of the images the loaders yield; 0 = as stored
+    resized_crop: tuple[float, float] | None = None  # RandomResizedCrop scale range, instead of the padded crop
 

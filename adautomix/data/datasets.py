@@ -1,40 +1,55 @@
 """Data sets and batch loaders; nothing is ever downloaded.
 
-- ``digits``: scikit-learn's 1,797 handwritten 8x8 digits (shipped inside scikit-learn), upscaled
-  to 3x32x32, with a fixed stratified train/test split, so every backbone and mixing method runs
-  unchanged and offline.
-- ``cifar10`` / ``cifar100``: the python-pickle release read from a local folder.
-- ``imagefolder``: ``root/train/<class>/*`` and ``root/val/<class>/*``.
+``build_loaders(cfg, device)`` reads the data set ``cfg.data.name`` (the table of data sets, their
+layouts and augmentation: ``catalog.py``) and returns its train and test loaders and its
+``DataSpec``. One reader module per source: ``digits.py``, ``cifar.py``, ``mnist.py`` (MNIST,
+Fashion-MNIST, KMNIST), ``tinyimagenet.py``, ``folders.py`` (imagefolder, ImageNet),
+``finegrained.py`` (CUB-200, FGVC-Aircraft, Stanford Cars).
 
-In-memory sets (digits, CIFAR) are kept as uint8 tensors; crop, flip and normalisation run on
-whole batches on the training device (airbench style). Each loader yields ``(x, y)`` with
-``x: B x 3 x H x W`` float (normalised) and ``y: B`` long, sharded over data-parallel ranks.
+Small-image sets (digits, CIFAR, the MNIST family, Tiny-ImageNet) are held in memory as uint8
+tensors; crop, flip and normalisation run on whole batches on the training device (airbench
+style, ``augment.py``). The others are image files read through a DataLoader with torchvision's
+transforms. Each loader yields ``(x, y)`` with ``x: B x 3 x H x W`` float (normalised) and
+``y: B`` long, sharded over data-parallel ranks (``loaders.py``).
 """
 from __future__ import annotations
-
-from pathlib import Path
 
 import torch
 
 from .augment import random_crop_flip  # noqa: F401  (part of this module's interface)
 from .base import DataError, DataSpec, TensorData
-from .cifar import CIFAR_LAYOUT, cifar_class_names, load_cifar_split  # noqa: F401
+from .catalog import DATASETS, RESIZED_SCALE
+from .cifar import cifar_class_names, load_cifar_split
 from .digits import digits_normalization, load_digits_split
-from .folders import imagefolder_classes
-from .loaders import IMAGENET_MEAN, IMAGENET_STD, FolderLoader, TensorLoader
+from .finegrained import aircraft_datasets, cars_datasets, cub_datasets
+from .folders import folder_datasets, imagefolder_classes  # noqa: F401
+from .loaders import FolderLoader, TensorLoader
+from .mnist import load_mnist_split
+from .tinyimagenet import load_tinyimagenet_split
 
-CIFAR_MEAN = (0.4914, 0.4822, 0.4465)  # SPEC.md, published configs
-CIFAR_STD = (0.2023, 0.1994, 0.2010)
+FILE_READERS = {"imagefolder": lambda root, size: folder_datasets("imagefolder", root, size),
+                "imagenet": lambda root, size: folder_datasets("imagenet", root, size),
+                "cub200": cub_datasets, "aircraft": aircraft_datasets, "cars": cars_datasets}
 
 
 def normalization(name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean and std (in [0, 1] units) that the loaders of data set ``name`` normalise
-    images with (digits: its own statistics; imagefolder: ImageNet's; CIFAR: the published ones)."""
-    if name == "digits":
+    images with (the catalog's; digits: its own training split's)."""
+    if DATASETS[name].mean is None:
         return digits_normalization(load_digits_split()[0])
-    if name == "imagefolder":
-        return IMAGENET_MEAN, IMAGENET_STD
-    return CIFAR_MEAN, CIFAR_STD
+    return DATASETS[name].mean, DATASETS[name].std
+
+
+def read_in_memory(name: str, root) -> tuple[TensorData, TensorData, tuple[str, ...]]:
+    """``(train, test, class_names)`` of an in-memory data set (``DATASETS[name].in_memory``)."""
+    if name == "digits":
+        train, test = load_digits_split()
+        return train, test, tuple(str(i) for i in range(10))
+    if name in ("cifar10", "cifar100"):
+        return (*load_cifar_split(name, root), cifar_class_names(name, root))
+    if name == "tinyimagenet":
+        return load_tinyimagenet_split(root)
+    return (*load_mnist_split(name, root), ())
 
 
 def _limit(data: TensorData, n: int) -> TensorData:
@@ -47,25 +62,29 @@ def build_loaders(cfg, device: torch.device, rank: int = 0, world_size: int = 1)
     Raises ``DataError`` (before any work) when the data cannot be found or read.
     """
     d, batch = cfg.data, cfg.train.batch_size
-    if d.name == "imagefolder":
-        root = Path(d.root).expanduser()
-        classes = imagefolder_classes(root)
-        spec = DataSpec(len(classes), IMAGENET_MEAN, IMAGENET_STD, 0, True, tuple(classes))
-        common = dict(image_size=d.image_size, device=device, seed=cfg.seed, rank=rank,
-                      world_size=world_size, workers=d.loader_workers)
-        return (FolderLoader(root, "train", batch_size=batch, train=True, **common),
-                FolderLoader(root, "val", batch_size=batch, train=False, **common), spec)
-    if d.name == "digits":
-        train, test = load_digits_split()
-        # no flip: a mirrored digit is another symbol
-        spec = DataSpec(10, *digits_normalization(train), 4, False, tuple(str(i) for i in range(10)))
-    else:
-        train, test = load_cifar_split(d.name, d.root)
-        spec = DataSpec(CIFAR_LAYOUT[d.name][4], CIFAR_MEAN, CIFAR_STD, 4, True,
-                        cifar_class_names(d.name, d.root))
+    info = DATASETS[d.name]
+    size = d.image_size or info.image_size
+    shard = dict(device=device, seed=cfg.seed, rank=rank, world_size=world_size)
+    if not info.in_memory:
+        train_set, test_set, names = FILE_READERS[d.name](d.root, size)
+        if d.limit_train or d.limit_test:
+            train_set, test_set = (torch.utils.data.Subset(s, range(min(n, len(s)))) if n else s
+                                   for s, n in ((train_set, d.limit_train), (test_set, d.limit_test)))
+        _check_one_batch(d.name, len(train_set), batch)
+        spec = DataSpec(len(names), info.mean, info.std, 0, True, names, size)
+        return (FolderLoader(train_set, batch, True, workers=d.loader_workers, **shard),
+                FolderLoader(test_set, batch, False, workers=d.loader_workers, **shard), spec)
+    train, test, names = read_in_memory(d.name, d.root)
+    native = train.images.shape[-1]
+    mean, std = digits_normalization(train) if info.mean is None else (info.mean, info.std)
+    resized_crop = info.resized_crop or (RESIZED_SCALE if size != native else None)
+    spec = DataSpec(len(names) or info.num_classes, mean, std, info.crop_padding, info.flip, names, size,
+                    resized_crop)
     train, test = _limit(train, d.limit_train), _limit(test, d.limit_test)
-    if len(train.labels) < batch:
-        raise DataError(f"{d.name}: {len(train.labels)} training images, fewer than one batch "
-                        f"(train.batch_size={batch})")
-    return (TensorLoader(train, spec, batch, True, device, cfg.seed, rank, world_size),
-            TensorLoader(test, spec, batch, False, device, cfg.seed, rank, world_size), spec)
+    _check_one_batch(d.name, len(train.labels), batch)
+    return (TensorLoader(train, spec, batch, True, **shard), TensorLoader(test, spec, batch, False, **shard), spec)
+
+
+def _check_one_batch(name: str, n: int, batch: int) -> None:
+    if n < batch:
+        raise DataError(f"{name}: {n} training images, fewer than one batch (train.batch_size={batch})")

@@ -3,15 +3,12 @@ through a DataLoader. Each yields ``(x, y)`` with ``x: B x 3 x H x W`` float (no
 ``y: B`` long, sharded over data-parallel ranks."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
+import torch.nn.functional as F
 
-from .augment import random_crop_flip
+from .augment import random_crop_flip, random_resized_crop
 from .base import DataError, DataSpec, TensorData
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from .catalog import IMAGENET_MEAN, IMAGENET_STD
 
 
 class TensorLoader:
@@ -52,28 +49,40 @@ class TensorLoader:
             idx = order[k * self.batch_size:(k + 1) * self.batch_size][self.rank::self.world_size]
             idx = idx.to(self.device)
             x = self.images[idx].float()
-            if self.train:
-                x = random_crop_flip(x, self.spec.crop_padding, self.spec.flip, aug_rng,
-                                     shard=(self.rank, self.world_size))
+            size, shard = self.spec.image_size or x.shape[-1], (self.rank, self.world_size)
+            if self.train and self.spec.resized_crop:
+                x = random_resized_crop(x, size, self.spec.resized_crop, aug_rng, shard=shard)
+                x = random_crop_flip(x, 0, self.spec.flip, aug_rng, shard=shard)
+            elif self.train:
+                x = random_crop_flip(x, self.spec.crop_padding, self.spec.flip, aug_rng, shard=shard)
+            elif x.shape[-2:] != (size, size):  # test images at another size: resized whole
+                x = F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False).clamp_(0, 255)
             yield (x - self.mean) / self.std, self.labels[idx]
 
 
+def image_transforms(pipeline: str, image_size: int, train: bool):
+    """The torchvision transforms of a file-based data set (see ``catalog``): PIL image -> normalised
+    3 x image_size x image_size tensor."""
+    from torchvision import transforms as T
+
+    bicubic = T.InterpolationMode.BICUBIC if pipeline == "imagenet" else T.InterpolationMode.BILINEAR
+    resize = int(round(image_size * 8 / 7))  # 256 for 224
+    if train and pipeline == "finegrained":
+        steps = [T.Resize(resize), T.RandomResizedCrop(image_size, scale=(0.5, 1.0)), T.RandomHorizontalFlip()]
+    elif train:
+        steps = [T.RandomResizedCrop(image_size, interpolation=bicubic), T.RandomHorizontalFlip()]
+    else:
+        steps = [T.Resize(resize, interpolation=bicubic), T.CenterCrop(image_size)]
+    return T.Compose(steps + [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+
+
 class FolderLoader:
-    """``torchvision`` ImageFolder through a DataLoader, sharded like ``TensorLoader``."""
+    """Batches of a map-style data set of image files (its transform set) through a DataLoader,
+    sharded like ``TensorLoader``."""
 
-    def __init__(self, root: Path, split: str, image_size: int, batch_size: int, train: bool,
-                 device: torch.device, seed: int = 0, rank: int = 0, world_size: int = 1,
-                 workers: int = 2):
-        from torchvision import datasets, transforms
-
-        normalize = transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)
-        if train:
-            tf = transforms.Compose([transforms.RandomResizedCrop(image_size),
-                                     transforms.RandomHorizontalFlip(), transforms.ToTensor(), normalize])
-        else:
-            tf = transforms.Compose([transforms.Resize(int(round(image_size * 8 / 7))),
-                                     transforms.CenterCrop(image_size), transforms.ToTensor(), normalize])
-        self.dataset = datasets.ImageFolder(str(root / split), transform=tf, loader=_load_image)
+    def __init__(self, dataset, batch_size: int, train: bool, device: torch.device, seed: int = 0,
+                 rank: int = 0, world_size: int = 1, workers: int = 2):
+        self.dataset = dataset
         self.batch_size, self.train, self.device = batch_size, train, device
         self.seed, self.rank, self.world_size, self.workers = seed, rank, world_size, workers
         self.epoch = 0
@@ -100,7 +109,8 @@ class FolderLoader:
             yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
 
 
-def _load_image(path: str):
+def load_image(path: str):
+    """An RGB PIL image; ``DataError`` naming the file when it cannot be read."""
     from PIL import Image
 
     try:
