@@ -9,7 +9,11 @@ import argparse
 import os
 import sys
 
-from .config import ConfigError, help_text, load_config
+import yaml
+
+from .config import ConfigError, help_text, load_config, to_dict
+from .presets import PRESETS
+from .presets import notes as preset_notes
 
 USAGE_ERROR = 2
 
@@ -17,13 +21,22 @@ USAGE_ERROR = 2
 def _train(args: argparse.Namespace) -> int:
     from .data.datasets import DataError
     from .engine import CheckpointError, CheckpointWriteError, RunExistsError, train
+    from .models.pretrained import InitError
 
+    if args.list_presets:
+        return _list_presets()
     overrides = list(args.overrides) + (["train.resume=true"] if args.resume else [])
-    errors: tuple = (ConfigError, DataError, RunExistsError, CheckpointError, CheckpointWriteError)
+    errors: tuple = (ConfigError, DataError, RunExistsError, CheckpointError, CheckpointWriteError, InitError)
     try:
-        cfg = load_config(args.config, overrides)
+        cfg = load_config(args.config, overrides, preset=args.preset)
     except errors as err:
         return _fail(err)
+    notes = preset_notes(PRESETS[args.preset], bool(cfg.model.init)) if args.preset else []
+    if args.dry_run:  # the resolved config, usable as --config; no data read, nothing written
+        print("".join(f"# {line}\n" for line in notes) + yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
+        return 0
+    for line in notes:
+        print(line, flush=True)
     if cfg.train.workers > 0:
         from .platform.ray_train import RayTrainError, train_with_ray
 
@@ -44,6 +57,13 @@ def _train(args: argparse.Namespace) -> int:
             run([])
     except errors as err:
         return _fail(err)
+    return 0
+
+
+def _list_presets() -> int:
+    width = max(map(len, PRESETS))
+    for preset in PRESETS.values():
+        print(f"{preset.name:{width}}  {preset.what}")
     return 0
 
 
@@ -71,10 +91,17 @@ def main(argv: list[str] | None = None) -> int:
 
     tp = sub.add_parser(
         "train", help="train one run", formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Train one run. Keys are set by --config FILE.yaml, then by key=value overrides.",
+        description="Train one run. Keys are set by --preset NAME, then --config FILE.yaml, then by key=value "
+                    "overrides.",
         epilog="keys and defaults:\n" + help_text(),
     )
     tp.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. method.name=mixup train.epochs=5")
+    tp.add_argument("--preset", help="start from the published settings of a benchmark (see --list-presets); "
+                                     "--config and key=value go on top")
+    tp.add_argument("--list-presets", action="store_true", help="list the presets and exit")
+    tp.add_argument("--dry-run", action="store_true",
+                    help="print the resolved config (YAML, usable as --config) and exit: checks the config "
+                         "only, reads no data and writes nothing")
     tp.add_argument("--config", help="YAML file with a (partial) config tree")
     tp.add_argument("--resume", action="store_true", help="continue from out_dir/checkpoints/last.pt")
     tp.add_argument("--address", default=None,

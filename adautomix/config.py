@@ -438,15 +438,17 @@ def _check_puzzlemix(mt: MethodConfig, image_size: int, problems: _Problems) -> 
         n *= 2
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | dict | None = None) -> Config:
-    """Build a validated ``Config`` from an optional YAML file and overrides.
+def load_config(path: str | Path | None = None, overrides: list[str] | dict | None = None,
+                preset: str | None = None) -> Config:
+    """Build a validated ``Config`` from an optional preset, YAML file and overrides.
 
     Args:
         path: YAML file with a (partial) config tree; missing keys keep their defaults.
         overrides: ``["train.epochs=5", ...]`` or ``{"train.epochs": 5}``, applied after the file;
             their string values are read as YAML (``"5"`` -> 5), as on the command line.
+        preset: a name of ``presets.PRESETS``, applied first (the file and overrides go on top).
     """
-    items, problems = [], []
+    items, problems = preset_items(preset), []
     if path is not None:
         path = Path(path)
         if not path.is_file():
@@ -457,7 +459,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict | No
             raise ConfigError(f"config file {path}: not valid YAML ({err})") from None
         if not isinstance(tree, dict):
             raise ConfigError(f"config file {path}: expected a mapping at the top level")
-        items = [(key, value, False) for key, value in flatten(tree).items()]  # typed already
+        items += [(key, value, False) for key, value in flatten(tree).items()]  # typed already
     if isinstance(overrides, dict):
         items += [(key, value, True) for key, value in overrides.items()]
     else:
@@ -468,6 +470,18 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict | No
             key, value = item.split("=", 1)
             items.append((key.strip(), value, True))
     return _build(items, problems)
+
+
+def preset_items(name: str | None) -> list[tuple[str, Any, bool]]:
+    """The ``(key, value, parse)`` items of preset ``name`` (none for None); ``ConfigError`` for an
+    unknown name."""
+    if name is None:
+        return []
+    from .presets import PRESETS
+
+    if name not in PRESETS:
+        raise ConfigError(f"preset {name!r} is not allowed: one of {', '.join(PRESETS)}")
+    return [(key, value, False) for key, value in PRESETS[name].config.items()]
 
 
 def from_dict(tree: dict) -> Config:
