@@ -73,7 +73,7 @@ def test_mixing_at_the_input_of_each_stage_sees_each_stages_output(arch, stem):
 
 
 @pytest.mark.parametrize("overrides", [
-    {"model.arch": "swin_t", "method.name": "adautomix", "data.image_size": 32},
+    {"model.arch": "swin_t", "model.drop_path": 0.3, "method.name": "adautomix", "data.image_size": 32},
     {"model.arch": "convnext_t", "model.stem": "imagenet", "method.name": "automix"},
     {"model.arch": "resnet18", "model.stem": "imagenet", "method.name": "manifoldmix"},
 ], ids=["adautomix-swin_t", "automix-convnext_t", "manifoldmix-resnet18-imagenet"])

@@ -125,7 +125,9 @@ class TorchvisionSwin(_StagedBackbone):
         super().__init__()
         import torchvision.models as tvm
 
-        net = tvm.swin_t(weights=None, **({} if drop_path is None else {"stochastic_depth_prob": drop_path}))
+        # swin_t's architecture; built from the class because swin_t() fixes the stochastic depth at 0.2
+        net = tvm.SwinTransformer(patch_size=[4, 4], embed_dim=96, depths=[2, 2, 6, 2], num_heads=[3, 6, 12, 24],
+                                  window_size=[7, 7], stochastic_depth_prob=0.2 if drop_path is None else drop_path)
         self.features, self.norm, self.avgpool = net.features, net.norm, net.avgpool
         self.stage3_channels = self.out_channels = 768
 
