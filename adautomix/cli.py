@@ -10,7 +10,11 @@ import os
 import sys
 from pathlib import Path
 
-from .config import ConfigError, help_text, load_config
+import yaml
+
+from .config import ConfigError, help_text, load_config, to_dict
+from .presets import PRESETS
+from .presets import notes as preset_notes
 
 USAGE_ERROR = 2
 INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a command stopped by Ctrl-C
@@ -19,13 +23,22 @@ INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a command stopped by Ctrl-
 def _train(args: argparse.Namespace) -> int:
     from .data.datasets import DataError
     from .engine import CheckpointError, CheckpointWriteError, RunExistsError, train
+    from .models.pretrained import InitError
 
+    if args.list_presets:
+        return _list_presets()
     overrides = list(args.overrides) + (["train.resume=true"] if args.resume else [])
-    errors: tuple = (ConfigError, DataError, RunExistsError, CheckpointError, CheckpointWriteError)
+    errors: tuple = (ConfigError, DataError, RunExistsError, CheckpointError, CheckpointWriteError, InitError)
     try:
-        cfg = load_config(args.config, overrides)
+        cfg = load_config(args.config, overrides, preset=args.preset)
     except errors as err:
         return _fail(err)
+    notes = preset_notes(PRESETS[args.preset], bool(cfg.model.init)) if args.preset else []
+    if args.dry_run:  # the resolved config, usable as --config; no data read, nothing written
+        print("".join(f"# {line}\n" for line in notes) + yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
+        return 0
+    for line in notes:
+        print(line, flush=True)
     uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
     if cfg.train.workers > 0:
         from .platform.ray_train import RayTrainError, check_store_reachable, train_with_ray
@@ -60,6 +73,13 @@ def _train(args: argparse.Namespace) -> int:
                 if (out / CHECKPOINT).exists() else "no epoch had finished, nothing to continue")
         print(f"\nadautomix: stopped (Ctrl-C); {left}", file=sys.stderr)
         return INTERRUPTED
+    return 0
+
+
+def _list_presets() -> int:
+    width = max(map(len, PRESETS))
+    for preset in PRESETS.values():
+        print(f"{preset.name:{width}}  {preset.what}")
     return 0
 
 
@@ -109,10 +129,17 @@ def main(argv: list[str] | None = None) -> int:
 
     tp = sub.add_parser(
         "train", help="train one run", formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Train one run. Keys are set by --config FILE.yaml, then by key=value overrides.",
+        description="Train one run. Keys are set by --preset NAME, then --config FILE.yaml, then by key=value "
+                    "overrides.",
         epilog="keys and defaults:\n" + help_text(),
     )
     tp.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. method.name=mixup train.epochs=5")
+    tp.add_argument("--preset", help="start from the published settings of a benchmark (see --list-presets); "
+                                     "--config and key=value go on top")
+    tp.add_argument("--list-presets", action="store_true", help="list the presets and exit")
+    tp.add_argument("--dry-run", action="store_true",
+                    help="print the resolved config (YAML, usable as --config) and exit: checks the config "
+                         "only, reads no data and writes nothing")
     tp.add_argument("--config", help="YAML file with a (partial) config tree")
     tp.add_argument("--resume", action="store_true", help="continue from out_dir/checkpoints/last.pt")
     tp.add_argument("--address", default=None,

@@ -21,10 +21,12 @@ from urllib.request import url2pathname
 
 import yaml
 
+from .data.catalog import DATASETS
 from .methods.registry import METHODS
 
-DATASETS = ("digits", "cifar10", "cifar100", "imagefolder")
-ARCHS = ("resnet18", "resnet34", "resnet50", "resnext50")
+ARCHS = ("resnet18", "resnet34", "resnet50", "resnext50", "swin_t", "convnext_t")
+RESNETS = ARCHS[:4]
+STEMS = ("auto", "cifar", "imagenet")
 OPTIMIZERS = ("sgd", "adamw")
 UPSAMPLE = ("bilinear", "nearest")
 LAM_MARGIN_RULES = ("authors", "openmixup")
@@ -45,19 +47,24 @@ class ConfigError(ValueError):
 
 @dataclass
 class DataConfig:
-    name: str = "digits"  # one of DATASETS
+    name: str = "digits"  # one of DATASETS (data/catalog.py)
     root: str | None = None  # folder holding the data set (all but digits)
-    image_size: int = 32  # imagefolder only: crop size
+    image_size: int | None = None  # side of the training images; None = the data set's standard size
     limit_train: int = 0  # >0: keep only the first N training images (smoke runs)
     limit_test: int = 0  # >0: keep only the first N test images
-    loader_workers: int = 2  # imagefolder only: DataLoader worker processes
+    loader_workers: int = 2  # data sets of image files: DataLoader worker processes
 
 
 @dataclass
 class ModelConfig:
-    arch: str = "resnet18"  # one of ARCHS (CIFAR stem: 3x3 conv, stride 1, no max-pool)
-    width: float = 1.0  # channel multiplier; 0.25 makes ResNet-18 16x cheaper
+    arch: str = "resnet18"  # one of ARCHS
+    # one of STEMS: cifar = 3x3 conv, stride 1, no max-pool; imagenet = torchvision's; auto = imagenet
+    # for swin_t and for images larger than 64 pixels, else cifar (as the published configs)
+    stem: str = "auto"
+    width: float = 1.0  # channel multiplier (CIFAR-stem ResNets); 0.25 makes ResNet-18 16x cheaper
     zero_init_residual: bool = True  # last BatchNorm γ of each residual block starts at 0 (OpenMixup)
+    drop_path: float | None = None  # stochastic depth of swin_t / convnext_t; None = torchvision's default
+    init: str | None = None  # initialise the backbone from a run dir / checkpoint of this project or a torchvision state dict
 
 
 @dataclass
@@ -129,6 +136,11 @@ class TrainConfig:
     weight_decay: float = 1e-4
     min_lr: float = 0.0  # cosine schedule floor (the published AdAutoMix CIFAR config: 0.05)
     warmup_epochs: int = 0  # linear warmup before the cosine schedule
+    # the learned mask generator's own learning rate and cosine floor (published fine-grained and
+    # ImageNet configs); None = train.lr / the same fraction of it as train.min_lr
+    generator_lr: float | None = None
+    generator_min_lr: float | None = None
+    grad_clip: float = 0.0  # clip the gradients' global L2 norm to this; 0 = off
     device: str = "auto"  # one of DEVICES; auto = cuda when present
     bf16: bool = False  # bf16 autocast on CUDA
     resume: bool = False  # continue from out_dir/checkpoints/last.pt
@@ -282,12 +294,13 @@ def validate(cfg: Config) -> Config:
     _check(d.name in DATASETS, "data.name", d.name, f"one of {', '.join(DATASETS)}")
     _check(d.name == "digits" or bool(d.root), "data.root", d.root,
            f"a folder is required for data.name={d.name}")
-    _check(d.image_size >= 8, "data.image_size", d.image_size, ">= 8")
+    if d.image_size is None and d.name in DATASETS:
+        d.image_size = DATASETS[d.name].image_size
+    _check(d.image_size is None or d.image_size >= 8, "data.image_size", d.image_size, ">= 8")
     _check(d.limit_train >= 0, "data.limit_train", d.limit_train, ">= 0 (0 = all)")
     _check(d.limit_test >= 0, "data.limit_test", d.limit_test, ">= 0 (0 = all)")
     _check(d.loader_workers >= 0, "data.loader_workers", d.loader_workers, ">= 0")
-    _check(m.arch in ARCHS, "model.arch", m.arch, f"one of {', '.join(ARCHS)}")
-    _check(0 < m.width <= 4, "model.width", m.width, "0 < width <= 4")
+    _check_model(m, d.image_size, problems)
     if _check(mt.name in METHODS, "method.name", mt.name, f"one of {', '.join(METHODS)}"):
         if mt.mix_lambda is None:
             mt.mix_lambda = METHODS[mt.name].mix_lambda
@@ -317,7 +330,7 @@ def validate(cfg: Config) -> Config:
                f">= method.momentum ({mt.momentum})")
     _check(0 <= mt.momentum_warmup <= 1, "method.momentum_warmup", mt.momentum_warmup, "0..1")
     _check(mt.vis_every >= 0, "method.vis_every", mt.vis_every, ">= 0")
-    _check_puzzlemix(mt, 32 if d.name != "imagefolder" else d.image_size, problems)
+    _check_puzzlemix(mt, d.image_size or 32, problems)
     _check(bool(mt.manifold_layers) and set(mt.manifold_layers) <= set(MANIFOLD_LAYERS)
            and len(set(mt.manifold_layers)) == len(mt.manifold_layers), "method.manifold_layers",
            mt.manifold_layers, f"a non-empty list of distinct layers from {list(MANIFOLD_LAYERS)} "
@@ -350,6 +363,11 @@ def validate(cfg: Config) -> Config:
     _check(t.weight_decay >= 0, "train.weight_decay", t.weight_decay, ">= 0")
     _check(0 <= t.warmup_epochs < t.epochs, "train.warmup_epochs", t.warmup_epochs,
            f"0 <= warmup_epochs < train.epochs ({t.epochs})")
+    _check(t.generator_lr is None or t.generator_lr > 0, "train.generator_lr", t.generator_lr, "> 0, or null")
+    _check(t.generator_min_lr is None or 0 <= t.generator_min_lr <= (t.generator_lr or t.lr),
+           "train.generator_min_lr", t.generator_min_lr,
+           f"0 <= generator_min_lr <= the generator's learning rate ({t.generator_lr or t.lr}), or null")
+    _check(t.grad_clip >= 0, "train.grad_clip", t.grad_clip, ">= 0 (0 = off)")
     _check(t.device in DEVICES, "train.device", t.device, f"one of {', '.join(DEVICES)}")
     _check(t.ckpt_every >= 1, "train.ckpt_every", t.ckpt_every, ">= 1")
     _check(t.workers >= 0, "train.workers", t.workers, ">= 0 (0 = in-process)")
@@ -397,6 +415,25 @@ def validate(cfg: Config) -> Config:
     return cfg
 
 
+def _check_model(m: ModelConfig, image_size: int | None, problems: _Problems) -> None:
+    """``model.*``; resolves ``model.stem=auto`` (imagenet for swin_t and for images larger than
+    64 pixels, else cifar: the published configs' choice for CIFAR and Tiny-ImageNet)."""
+    _check = problems.check
+    if not _check(m.arch in ARCHS, "model.arch", m.arch, f"one of {', '.join(ARCHS)}"):
+        return
+    if _check(m.stem in STEMS, "model.stem", m.stem, f"one of {', '.join(STEMS)}") and m.stem == "auto":
+        m.stem = "imagenet" if m.arch == "swin_t" or (image_size or 32) > 64 else "cifar"
+    _check(m.arch != "swin_t" or m.stem == "imagenet", "model.stem", m.stem,
+           "imagenet (or auto) for swin_t: its 4x4 patch embedding")
+    in_house = m.arch in RESNETS and m.stem == "cifar"  # models/cifar_resnet.py; the rest is torchvision's
+    _check(0 < m.width <= 4 and (in_house or m.width == 1.0), "model.width", m.width,
+           "0 < width <= 4 for the CIFAR-stem ResNets; 1.0 for torchvision's backbones (model.stem=imagenet, "
+           "swin_t, convnext_t)")
+    _check(m.drop_path is None or (m.arch in ("swin_t", "convnext_t") and 0 <= m.drop_path < 1),
+           "model.drop_path", m.drop_path, "null, or 0 <= drop_path < 1 for swin_t and convnext_t")
+    _check(m.init is None or bool(m.init), "model.init", m.init, "a path, or null")
+
+
 def _is_power_of_two(n: int) -> bool:
     return n >= 1 and n & (n - 1) == 0
 
@@ -432,15 +469,17 @@ def _check_puzzlemix(mt: MethodConfig, image_size: int, problems: _Problems) -> 
         n *= 2
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | dict | None = None) -> Config:
-    """Build a validated ``Config`` from an optional YAML file and overrides.
+def load_config(path: str | Path | None = None, overrides: list[str] | dict | None = None,
+                preset: str | None = None) -> Config:
+    """Build a validated ``Config`` from an optional preset, YAML file and overrides.
 
     Args:
         path: YAML file with a (partial) config tree; missing keys keep their defaults.
         overrides: ``["train.epochs=5", ...]`` or ``{"train.epochs": 5}``, applied after the file;
             their string values are read as YAML (``"5"`` -> 5), as on the command line.
+        preset: a name of ``presets.PRESETS``, applied first (the file and overrides go on top).
     """
-    items, problems = [], []
+    items, problems = preset_items(preset), []
     if path is not None:
         path = Path(path)
         if not path.is_file():
@@ -451,7 +490,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict | No
             raise ConfigError(f"config file {path}: not valid YAML ({err})") from None
         if not isinstance(tree, dict):
             raise ConfigError(f"config file {path}: expected a mapping at the top level")
-        items = [(key, value, False) for key, value in flatten(tree).items()]  # typed already
+        items += [(key, value, False) for key, value in flatten(tree).items()]  # typed already
     if isinstance(overrides, dict):
         items += [(key, value, True) for key, value in overrides.items()]
     else:
@@ -462,6 +501,18 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict | No
             key, value = item.split("=", 1)
             items.append((key.strip(), value, True))
     return _build(items, problems)
+
+
+def preset_items(name: str | None) -> list[tuple[str, Any, bool]]:
+    """The ``(key, value, parse)`` items of preset ``name`` (none for None); ``ConfigError`` for an
+    unknown name."""
+    if name is None:
+        return []
+    from .presets import PRESETS
+
+    if name not in PRESETS:
+        raise ConfigError(f"preset {name!r} is not allowed: one of {', '.join(PRESETS)}")
+    return [(key, value, False) for key, value in PRESETS[name].config.items()]
 
 
 def from_dict(tree: dict) -> Config:

@@ -103,6 +103,21 @@ def resolve_schedules(cfg: Config, total_iterations: int) -> list[str]:
     return [f"EMA teacher momentum {m.momentum:.6g} -> {m.momentum_end:.6g} ({how})"]
 
 
+def param_groups(cfg: Config, step: nn.Module) -> tuple[list[dict], list[float]]:
+    """The optimizer's parameter groups and each one's cosine floor (its min lr / its lr): one
+    group, or with ``train.generator_lr`` the learned mask generator in a group of its own (the
+    published fine-grained, Tiny-ImageNet, ImageNet and Swin-T configs give it its own lr)."""
+    t = cfg.train
+    params = [p for p in step.parameters() if p.requires_grad]
+    generator = getattr(step, "generator", None)
+    if t.generator_lr is None or generator is None:
+        return [{"params": params}], [t.min_lr / t.lr]
+    own = {id(p) for p in generator.parameters()}
+    floor = t.min_lr / t.lr if t.generator_min_lr is None else t.generator_min_lr / t.generator_lr
+    return ([{"params": [p for p in params if id(p) not in own]},
+             {"params": [p for p in params if id(p) in own], "lr": t.generator_lr}], [t.min_lr / t.lr, floor])
+
+
 def build_optimizer(cfg: Config, params) -> torch.optim.Optimizer:
     t = cfg.train
     if t.optimizer == "sgd":
@@ -181,16 +196,20 @@ class Trainer:
         self.iters_per_epoch = len(self.train_loader)
         self.total_iterations = cfg.train.epochs * self.iters_per_epoch
         self.notes = resolve_schedules(cfg, self.total_iterations)
+        if cfg.model.init and not cfg.train.resume:
+            self.notes.append(f"model.init: the backbone starts from {cfg.model.init}; heads start afresh")
         self.step = build_step(cfg, self.spec.num_classes).to(self.device)
         if cfg.train.sync_bn and world_size > 1:
             self.step = nn.SyncBatchNorm.convert_sync_batchnorm(self.step)
         self.model = wrap(self.step) if wrap else self.step
-        params = [p for p in self.step.parameters() if p.requires_grad]
-        self.optimizer = build_optimizer(cfg, params)
+        groups, floors = param_groups(cfg, self.step)
+        self.params = [p for g in groups for p in g["params"]]
+        self.optimizer = build_optimizer(cfg, groups)
         t = cfg.train
+        schedules = [WarmupCosine(self.total_iterations, t.warmup_epochs * self.iters_per_epoch, floor)
+                     for floor in floors]
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, WarmupCosine(self.total_iterations, t.warmup_epochs * self.iters_per_epoch,
-                                         t.min_lr / t.lr))
+            self.optimizer, schedules[0] if len(schedules) == 1 else schedules)
         self.epoch, self.iteration = 0, 0
         self.history: list[dict] = []
         self.progress = ProgressPrinter(cfg.train.epochs, enabled=rank == 0 and not quiet)
@@ -239,6 +258,7 @@ class Trainer:
         self.step.rng = torch.Generator().manual_seed((self.cfg.seed * 1_000_003 + self.epoch) * 64 + self.rank + 1)
         sums: dict[str, float] = {}
         n = 0
+        self.progress.start_epoch(self.epoch + 1, len(self.train_loader), self.cfg.train.batch_size)
         start = time.perf_counter()
         for x, y in self.train_loader:
             self.step.iteration = self.iteration
@@ -246,11 +266,14 @@ class Trainer:
                 loss, parts = self.model(x, y)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if self.cfg.train.grad_clip:
+                torch.nn.utils.clip_grad_norm_(self.params, self.cfg.train.grad_clip)
             self.optimizer.step()
             self.scheduler.step()
             extra = self.step.after_step(self.iteration, self.total_iterations)
             self.iteration += 1
             n += 1
+            self.progress.batch(n)
             for k, v in {"loss": loss.detach(), **parts}.items():
                 sums[k] = sums.get(k, 0.0) + float(v)
             for k, v in extra.items():

@@ -89,7 +89,7 @@ BAD_VALUES = [
     ("train.lr=-0.1", "train.lr", "> 0"),
     ("model.width=0", "model.width", "0 < width"),
     ("seed=-1", "seed", ">= 0"),
-    ("data.name=mnist", "data.name", "digits"),  # unknown choice
+    ("data.name=svhn", "data.name", "digits"),  # unknown choice
     ("method.name=mixcut", "method.name", "cutmix"),
     ("model.arch=vgg16", "model.arch", "resnet18"),
     ("train.optimizer=adam", "train.optimizer", "adamw"),

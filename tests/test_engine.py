@@ -176,7 +176,8 @@ def test_asking_for_cuda_without_a_cuda_device_is_a_config_error():
     (["train.lr=0"], ["train.lr", "> 0"]),
     (["trian.epochs=3"], ["trian.epochs", "unknown key"]),
     (["data.name=cifar100", "data.root=NOWHERE"], ["NOWHERE/cifar-100-python", "never downloaded"]),
-], ids=["bad-value", "unknown-key", "missing-cifar-folder"])
+    (["model.init=NOWHERE"], ["model.init=NOWHERE", "no such file"]),
+], ids=["bad-value", "unknown-key", "missing-cifar-folder", "missing-init-file"])
 def test_train_with_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, args, names):
     args = [a.replace("NOWHERE", str(tmp_path / "nowhere")) for a in args]
     names = [n.replace("NOWHERE", str(tmp_path / "nowhere")) for n in names]

@@ -66,7 +66,7 @@ class AdAutoMixStep(LearnedMixStep):
     def from_config(cls, classifier: Classifier, m) -> "AdAutoMixStep":
         """Build from a ``MethodConfig`` (``cfg.method``) whose momentum schedule is resolved."""
         generator = MixGenerator(classifier.backbone.stage3_channels, reduction=2,
-                                 lam_concat=m.lam_concat, upsample=m.upsample, scale_factor=4)
+                                 lam_concat=m.lam_concat, upsample=m.upsample)
         return cls(classifier, generator, n_mix=m.n_mix, alpha=m.alpha, beta=m.beta,
                    mix_lambda=m.mix_lambda, use_ce=m.use_ce, use_mce=m.use_mce, use_cos=m.use_cos,
                    use_ema=m.use_ema, adversarial=m.adversarial, lam_margin=m.lam_margin,
@@ -89,7 +89,7 @@ class AdAutoMixStep(LearnedMixStep):
             source_logits = self._frozen_mix_head(pooled)  # B x K
 
         # 4-5. generator branch (gradient into G) and classifier branch (masks are constants)
-        masks_g = self.generator([feat[p] for p in perms_g], lam_g_list)  # B x N x H x W
+        masks_g = self.generator([feat[p] for p in perms_g], lam_g_list, x.shape[-2:])  # B x N x H x W
         sources_g = torch.stack([x[p] for p in perms_g], dim=1)  # B x N x 3 x H x W
         x_mix_g = mix_images(masks_g, sources_g)
         sources_c = torch.stack([x[p] for p in perms_c], dim=1)
@@ -97,7 +97,7 @@ class AdAutoMixStep(LearnedMixStep):
             if self.plain_mix(lam_c_list[0], n):
                 masks_c = lam_c.view(1, n, 1, 1).expand(b, n, *x.shape[-2:])
             else:
-                masks_c = self.generator([feat[p] for p in perms_c], lam_c_list)
+                masks_c = self.generator([feat[p] for p in perms_c], lam_c_list, x.shape[-2:])
             x_mix_c = mix_images(masks_c, sources_c)
         targets_c = Targets(torch.stack([y[p] for p in perms_c], dim=1), lam_c.expand(b, n))
         targets_g = Targets(torch.stack([y[p] for p in perms_g], dim=1), lam_g.expand(b, n))

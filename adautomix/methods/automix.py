@@ -80,7 +80,7 @@ class AutoMixStep(LearnedMixStep):
     def from_config(cls, classifier: Classifier, m) -> "AutoMixStep":
         """Build from a ``MethodConfig`` (``cfg.method``) whose momentum schedule is resolved."""
         mix_block = MixBlock(classifier.backbone.stage3_channels, reduction=2,
-                             lam_concat=m.lam_concat, upsample=m.upsample, scale_factor=4)
+                             lam_concat=m.lam_concat, upsample=m.upsample)
         return cls(classifier, mix_block, mix_lambda=m.mix_lambda, mask_loss_weight=m.mask_loss_weight,
                    mask_loss_margin=m.mask_loss_margin, lam_margin=m.lam_margin, use_ema=m.use_ema,
                    momentum=m.momentum, momentum_end=m.momentum_end, momentum_warmup=m.momentum_warmup)
@@ -95,13 +95,13 @@ class AutoMixStep(LearnedMixStep):
 
         with torch.no_grad():  # k's clean pass (train mode: its first BatchNorm update)
             feat, _ = self._frozen_backbone(x)
-        masks_g = self.generator([feat[p] for p in perms_g], lam_g_list)  # B x 2 x H x W
+        masks_g = self.generator([feat[p] for p in perms_g], lam_g_list, x.shape[-2:])  # B x 2 x H x W
         x_mix_g = mix_images(masks_g, torch.stack([x[p] for p in perms_g], dim=1))
         with torch.no_grad():
             if self.plain_mix(lam_c_list[0], 2):
                 masks_c = lam_c.view(1, 2, 1, 1)
             else:
-                masks_c = self.generator([feat[p] for p in perms_c], lam_c_list)
+                masks_c = self.generator([feat[p] for p in perms_c], lam_c_list, x.shape[-2:])
             x_mix_c = mix_images(masks_c, torch.stack([x[p] for p in perms_c], dim=1))
         targets_c = Targets(torch.stack([y[p] for p in perms_c], dim=1), lam_c.expand(b, 2))
         targets_g = Targets(torch.stack([y[p] for p in perms_g], dim=1), lam_g.expand(b, 2))

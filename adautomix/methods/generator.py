@@ -41,7 +41,8 @@ class MixGenerator(nn.Module):
         reduction: q/k channels are C // reduction.
         lam_concat: append a constant channel equal to λ_i to source i's features.
         upsample: ``"bilinear"`` (published ResNet configs) or ``"nearest"``.
-        scale_factor: image size / feature size (CIFAR stem ResNet stage 3: 4).
+        scale_factor: image size / feature size, used when ``forward`` is given no ``size``
+            (CIFAR-stem ResNet stage 3: 4).
     """
 
     def __init__(self, in_channels: int, reduction: int = 2, lam_concat: bool = False,
@@ -58,15 +59,19 @@ class MixGenerator(nn.Module):
                 nn.init.normal_(m.weight, 0.0, 0.01)
                 nn.init.zeros_(m.bias)
 
-    def forward(self, features: list[torch.Tensor], lam: torch.Tensor | list[float]) -> torch.Tensor:
+    def forward(self, features: list[torch.Tensor], lam: torch.Tensor | list[float],
+                size: tuple[int, int] | None = None) -> torch.Tensor:
         """Masks for mixing N sources.
 
         Args:
             features: N feature maps, each B x C x h x w (source i's features, already permuted).
             lam: the N mixing ratios λ_1..λ_N (used only with ``lam_concat``).
+            size: (H, W) of the images: the masks are upsampled to it, so the factor is image
+                size / feature size, read from the shapes (e.g. 4 for a CIFAR-stem ResNet's stage
+                3, 16 with the ImageNet stem, 32 for Swin-T); None: ``scale_factor``.
 
         Returns:
-            B x N x (h*scale) x (w*scale) masks, >= 0, summing to 1 over N at every pixel.
+            B x N x H x W masks, >= 0, summing to 1 over N at every pixel.
         """
         z = torch.stack(features, dim=1).float()  # B x N x C x h x w
         b, n, c, h, w = z.shape
@@ -80,7 +85,8 @@ class MixGenerator(nn.Module):
         k_others = k.sum(dim=1, keepdim=True) - k  # Σ_{j≠i} k_j, so q_i Σ k_jᵀ = Σ q_i k_jᵀ
         attn = torch.softmax(q @ k_others / math.sqrt(self.inter_channels), dim=-1)  # B x N x HW x HW
         masks = (attn @ v).view(b, n, h, w)
-        masks = F.interpolate(masks, scale_factor=self.scale_factor, mode=self.upsample)
+        masks = F.interpolate(masks, **({"size": tuple(size)} if size is not None else
+                                        {"scale_factor": self.scale_factor}), mode=self.upsample)
         return masks.softmax(dim=1)
 
 

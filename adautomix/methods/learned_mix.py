@@ -52,7 +52,7 @@ class LearnedMixStep(nn.Module):
 
     Args:
         classifier: q, a ``Classifier`` with heads ``one`` and ``mix``.
-        generator: G, ``forward(features: N x [B x C x h x w], lam: N floats) -> B x N x H x W``.
+        generator: G, ``forward(features: N x [B x C x h x w], lam: N floats, size: (H, W)) -> B x N x H x W``.
         n_mix: N, images mixed per sample (``random_n``: drawn from 2..N each step).
         mix_lambda: λ of Beta(λ, λ).
         use_ema: the EMA teacher; off = G's loss through the current classifier, detached.
@@ -178,7 +178,7 @@ class LearnedMixStep(nn.Module):
         finally:
             self.rng = saved_rng
         feat, _ = self._frozen_backbone(x)
-        masks = self.generator([feat[p] for p in perms_g], lam_g.tolist())
+        masks = self.generator([feat[p] for p in perms_g], lam_g.tolist(), x.shape[-2:])
         sources = torch.stack([x[p] for p in perms_g], dim=1)
         labels = torch.stack([y[p] for p in perms_g], dim=1)
         return sources, masks, mix_images(masks, sources), lam_g, labels

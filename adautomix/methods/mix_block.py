@@ -53,7 +53,8 @@ class MixBlock(nn.Module):
         lam_concat: append a constant channel (λ for the sample, 1−λ for its partner) to the
             features of q, k and v.
         upsample: ``"nearest"`` (published CIFAR configs) or ``"bilinear"``.
-        scale_factor: image size / feature size (CIFAR-stem ResNet stage 3: 4).
+        scale_factor: image size / feature size, used when ``forward`` is given no ``size``
+            (CIFAR-stem ResNet stage 3: 4).
     """
 
     def __init__(self, in_channels: int, reduction: int = 2, lam_concat: bool = False,
@@ -69,15 +70,18 @@ class MixBlock(nn.Module):
                 nn.init.normal_(m.weight, 0.0, 0.01)
                 nn.init.zeros_(m.bias)
 
-    def forward(self, features: list[torch.Tensor], lam: torch.Tensor | list[float]) -> torch.Tensor:
+    def forward(self, features: list[torch.Tensor], lam: torch.Tensor | list[float],
+                size: tuple[int, int] | None = None) -> torch.Tensor:
         """Masks for mixing a sample with its partner.
 
         Args:
             features: ``[z, z_π]``, each B x C x h x w (the partner's already permuted).
             lam: ``[λ, 1−λ]``, the two mixing ratios (used only with ``lam_concat``).
+            size: (H, W) of the images, the size the masks are upsampled to (the factor is read
+                from the shapes); None: ``scale_factor``.
 
         Returns:
-            B x 2 x (h*scale) x (w*scale) masks in (0, 1), summing to 1 over the two channels.
+            B x 2 x H x W masks in (0, 1), summing to 1 over the two channels.
         """
         if len(features) != 2:
             raise ValueError(f"the AutoMix Mix Block mixes 2 samples, got {len(features)}")
@@ -91,7 +95,9 @@ class MixBlock(nn.Module):
         v = self.value(z_p).flatten(2).transpose(1, 2)  # B x HW x 1
         attn = torch.softmax(q @ k / math.sqrt(self.inter_channels), dim=-1)  # B x HW x HW
         m = (attn @ v).view(b, 1, h, w)
-        m = torch.sigmoid(F.interpolate(m, scale_factor=self.scale_factor, mode=self.upsample))
+        m = F.interpolate(m, **({"size": tuple(size)} if size is not None else {"scale_factor": self.scale_factor}),
+                          mode=self.upsample)
+        m = torch.sigmoid(m)
         return torch.cat([1 - m, m], dim=1)
 
 

@@ -52,33 +52,38 @@ class Method:
     defaults: Mapping[str, Any] = field(default_factory=dict)
 
 
-def _hand_crafted(cfg: "Config", num_classes: int) -> nn.Module:
+def classifier(cfg: "Config", num_classes: int, heads: tuple[str, ...] = ("one",)) -> nn.Module:
+    """The classifier of ``cfg.model`` (backbone + heads), its backbone loaded from ``model.init``."""
     from ..models.cifar_resnet import build_classifier
+
+    m = cfg.model
+    model = build_classifier(m.arch, m.width, num_classes, heads=heads, zero_init_residual=m.zero_init_residual,
+                             stem=m.stem, drop_path=m.drop_path)
+    if m.init and not cfg.train.resume:  # a resumed run's checkpoint holds every weight
+        from ..models.pretrained import load_init
+
+        load_init(model.backbone, m.init, m.arch, m.stem)
+    return model
+
+
+def _hand_crafted(cfg: "Config", num_classes: int) -> nn.Module:
     from .mixing import MIX_FUNCTIONS, MixStep
 
     m, method = cfg.method, METHODS[cfg.method.name]
     params = {p.removeprefix(f"{m.name}_"): getattr(m, p) for p in method.params}
     if method.mix_lambda:  # methods that draw λ (or τ) from Beta(λ, λ)
         params["mix_lambda"] = m.mix_lambda
-    return MixStep(build_classifier(cfg.model.arch, cfg.model.width, num_classes,
-                                    zero_init_residual=cfg.model.zero_init_residual),
-                   MIX_FUNCTIONS[m.name], params)
+    return MixStep(classifier(cfg, num_classes), MIX_FUNCTIONS[m.name], params)
 
 
 def _manifoldmix(cfg: "Config", num_classes: int) -> nn.Module:
-    from ..models.cifar_resnet import build_classifier
     from .manifoldmix import ManifoldMixStep
 
-    return ManifoldMixStep(build_classifier(cfg.model.arch, cfg.model.width, num_classes,
-                                            zero_init_residual=cfg.model.zero_init_residual),
-                           cfg.method.mix_lambda, cfg.method.manifold_layers)
+    return ManifoldMixStep(classifier(cfg, num_classes), cfg.method.mix_lambda, cfg.method.manifold_layers)
 
 
 def _two_head_classifier(cfg: "Config", num_classes: int):
-    from ..models.cifar_resnet import build_classifier
-
-    return build_classifier(cfg.model.arch, cfg.model.width, num_classes, heads=("one", "mix"),
-                            zero_init_residual=cfg.model.zero_init_residual)
+    return classifier(cfg, num_classes, heads=("one", "mix"))
 
 
 def _adautomix(cfg: "Config", num_classes: int) -> nn.Module:
@@ -95,14 +100,12 @@ def _automix(cfg: "Config", num_classes: int) -> nn.Module:
 
 def _puzzlemix(cfg: "Config", num_classes: int) -> nn.Module:
     from ..data.datasets import normalization
-    from ..models.cifar_resnet import build_classifier
     from .puzzlemix import PuzzleMixStep
 
     m = cfg.method
     params = {"mix_lambda": m.mix_lambda, **{p: getattr(m, p) for p in METHODS[m.name].params},
               "pixel_std": normalization(cfg.data.name)[1]}
-    return PuzzleMixStep(build_classifier(cfg.model.arch, cfg.model.width, num_classes,
-                                          zero_init_residual=cfg.model.zero_init_residual), params)
+    return PuzzleMixStep(classifier(cfg, num_classes), params)
 
 
 METHODS: dict[str, Method] = {m.name: m for m in [

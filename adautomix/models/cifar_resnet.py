@@ -149,7 +149,7 @@ class Classifier(nn.Module):
     on its own (e.g. after ``mlflow.pytorch.load_model``).
     """
 
-    def __init__(self, backbone: ResNet, num_classes: int, heads: tuple[str, ...] = ("one",)):
+    def __init__(self, backbone: nn.Module, num_classes: int, heads: tuple[str, ...] = ("one",)):
         super().__init__()
         self.backbone = backbone
         self.heads = nn.ModuleDict({h: nn.Linear(backbone.out_channels, num_classes) for h in heads})
@@ -164,5 +164,12 @@ class Classifier(nn.Module):
 
 
 def build_classifier(arch: str, width: float, num_classes: int, heads: tuple[str, ...] = ("one",),
-                     zero_init_residual: bool = True) -> Classifier:
-    return Classifier(ResNet(arch, width, zero_init_residual), num_classes, heads)
+                     zero_init_residual: bool = True, stem: str = "cifar",
+                     drop_path: float | None = None) -> Classifier:
+    """A ``Classifier`` on backbone ``arch``: this module's ResNets for the CIFAR stem, torchvision's
+    (``backbones.py``) for the ImageNet stem and for ``swin_t`` / ``convnext_t``."""
+    if arch in ARCHS and stem == "cifar":
+        return Classifier(ResNet(arch, width, zero_init_residual), num_classes, heads)
+    from .backbones import torchvision_backbone
+
+    return Classifier(torchvision_backbone(arch, stem, zero_init_residual, drop_path), num_classes, heads)

@@ -44,6 +44,7 @@ from pathlib import Path
 
 from ..config import Config, ConfigError
 from ..data.datasets import DataError
+from ..models.pretrained import InitError
 from ..engine import (CHECKPOINT, Callback, CheckpointError, CheckpointWriteError, Trainer, check_run_dir,
                       write_config)
 
@@ -171,7 +172,7 @@ def _worker_loop(config: dict) -> None:
         elif cfg.train.resume:
             trainer.load_checkpoint(Path(cfg.out_dir) / CHECKPOINT)
         trainer.fit()
-    except (DataError, ConfigError, CheckpointError, CheckpointWriteError):
+    except (DataError, ConfigError, CheckpointError, CheckpointWriteError, InitError):
         # the driver prints these as one line; Ray Train would log the worker's traceback first
         logging.getLogger("ray.train.v2._internal.util").addFilter(
             lambda record: not record.getMessage().startswith("Error in training function"))
@@ -385,9 +386,9 @@ def _has_autoscaler() -> bool:
 
 
 def _bad_input(err: Exception) -> Exception | None:
-    """A worker's ConfigError / DataError / CheckpointError inside Ray Train's failure, if that
-    is what it was."""
-    return _worker_error(err, (DataError, ConfigError, CheckpointError))
+    """A worker's ConfigError / DataError / CheckpointError / InitError inside Ray Train's failure,
+    if that is what it was."""
+    return _worker_error(err, (DataError, ConfigError, CheckpointError, InitError))
 
 
 def _worker_error(err: Exception, kinds) -> Exception | None:

@@ -7,7 +7,8 @@ one small file in ``ablations/``. A study file holds::
 
     name: n_mix                    # optional; default: the file name
     description: "..."             # optional, shown in the MLflow parent run
-    base: {method: {name: adautomix}, train: {epochs: 200}}   # a (partial) config tree
+    preset: cifar100-r18           # optional: the base starts from a preset (adautomix train --list-presets)
+    base: {method: {name: adautomix}, train: {epochs: 200}}   # a (partial) config tree (on top of the preset)
     space: {method.n_mix: [2, 3, 4, 5]}     # dotted config key -> values (grid) or a distribution
     #   or named variants, each a set of overrides (grid only), e.g. the module ablation:
     #   space: {variant: {basic: {method.use_ce: false, ...}, full: {}}}
@@ -40,13 +41,13 @@ from typing import Any
 
 import yaml
 
-from ..config import Config, ConfigError, flatten, load_config, to_dict
+from ..config import Config, ConfigError, flatten, load_config, preset_items, to_dict
 from ..evaluation.report import format_value, short_key
 
 SEARCHERS = ("grid", "tpe")
 MODES = ("max", "min")
 SCHEDULERS = ("asha",)
-STUDY_KEYS = ("name", "description", "base", "space", "searcher", "seeds", "num_samples", "tpe",
+STUDY_KEYS = ("name", "description", "preset", "base", "space", "searcher", "seeds", "num_samples", "tpe",
               "metric", "mode", "resources", "scheduler", "max_concurrent", "smoke")
 RESOURCES = {"workers": 1, "cpus_per_worker": 1, "gpus_per_worker": 0, "in_trial": True}
 SCHEDULER_KEYS = ("name", "grace_period", "reduction_factor")
@@ -305,11 +306,19 @@ def load_study(path: str | Path, overrides: list[str] | None = None, smoke: bool
     if max_concurrent < 1:
         _fail(path, "max_concurrent", f"expected >= 1, got {max_concurrent}")
 
-    # --- base config: study base -> resources -> smoke -> command-line overrides
+    # --- base config: preset -> study base -> resources -> smoke -> command-line overrides
+    preset = raw.get("preset")
+    base: dict[str, Any] = {}
+    if preset is not None:
+        _check_type(path, "preset", preset, str, "a preset name (adautomix train --list-presets)")
+        try:
+            base = {key: value for key, value, _ in preset_items(preset)}
+        except ConfigError as err:
+            _fail(path, "preset", str(err))
     base_tree = raw.get("base", {}) or {}
     if not isinstance(base_tree, dict):
         _fail(path, "base", f"expected a config tree (mapping), got {base_tree!r}")
-    base = flatten(base_tree)
+    base.update(flatten(base_tree))
 
     resources = {**RESOURCES, **_section(path, raw, "resources", tuple(RESOURCES))}
     for key, value in resources.items():
