@@ -33,6 +33,7 @@ MANIFOLD_LAYERS = (0, 1, 2, 3)  # Manifold Mixup: 0 = the input, k = the output 
 RESIZE_MODES = ("nearest", "bilinear")
 SALIENCY_BOXES = ("batch", "sample")
 SEED_MAX = 2**32 - 1  # numpy's and Optuna's seeds; keeps the engine's derived torch seeds < 2**64
+Auto = typing.Literal["auto"]  # a switch that is true, false or "auto" (decided by the device)
 
 
 class ConfigError(ValueError):
@@ -48,6 +49,9 @@ class DataConfig:
     limit_train: int = 0  # >0: keep only the first N training images (smoke runs)
     limit_test: int = 0  # >0: keep only the first N test images
     loader_workers: int = 2  # imagefolder only: DataLoader worker processes
+    # in-memory sets (digits, CIFAR): keep the whole set on the training device and crop and flip
+    # there (data/gpu_loader.py); auto = on CUDA
+    gpu_loader: bool | Auto = "auto"
 
 
 @dataclass
@@ -127,7 +131,9 @@ class TrainConfig:
     min_lr: float = 0.0  # cosine schedule floor (the published AdAutoMix CIFAR config: 0.05)
     warmup_epochs: int = 0  # linear warmup before the cosine schedule
     device: str = "auto"  # one of DEVICES; auto = cuda when present
-    bf16: bool = False  # bf16 autocast on CUDA
+    bf16: bool | Auto = "auto"  # bf16 autocast; auto = on CUDA
+    channels_last: bool | Auto = "auto"  # channels-last memory format; auto = on CUDA
+    compile: bool | Auto = "auto"  # torch.compile the step (accel.py); auto = on CUDA
     resume: bool = False  # continue from out_dir/checkpoints/last.pt
     ckpt_every: int = 1  # epochs between checkpoints
     # Ray Train (train.workers > 0)
@@ -194,6 +200,10 @@ def _coerce(key: str, value: Any, typ: Any, parse: bool = False) -> Any:
     if isinstance(typ, types.UnionType) or typing.get_origin(typ) is typing.Union:
         if value is None and type(None) in args:
             return None
+        if Auto in args:
+            if value == "auto" or isinstance(value, bool):
+                return value
+            raise ConfigError(f"{key}: expected true, false or auto, got {value!r}")
         typ = next(a for a in args if a is not type(None))
     if typ is bool:
         if isinstance(value, bool):

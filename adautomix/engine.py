@@ -26,8 +26,10 @@ import torch.distributed as dist
 import torch.nn as nn
 import yaml
 
+from . import accel
 from .config import Config, ConfigError, to_dict
 from .data.datasets import build_loaders
+from .data.gpu_loader import DeviceTensorLoader
 from .metrics import ProgressPrinter, top1_counts
 from .methods.registry import METHODS
 from .methods.teacher import PUBLISHED_ITERATIONS, PUBLISHED_MOMENTUM, scaled_schedule
@@ -181,9 +183,16 @@ class Trainer:
         self.iters_per_epoch = len(self.train_loader)
         self.total_iterations = cfg.train.epochs * self.iters_per_epoch
         self.notes = resolve_schedules(cfg, self.total_iterations)
+        self.switches = accel.resolve(cfg.train, self.device)  # bf16, channels_last, compile
         self.step = build_step(cfg, self.spec.num_classes).to(self.device)
+        if self.switches["channels_last"]:
+            self.step.to(memory_format=torch.channels_last)
         if cfg.train.sync_bn and world_size > 1:
             self.step = nn.SyncBatchNorm.convert_sync_batchnorm(self.step)
+        compiled = accel.compile_step(self.step) if self.switches["compile"] else None
+        if self.device.type == "cuda" or any(self.switches.values()):
+            self.notes.append(accel.describe(self.switches, compiled,
+                                             isinstance(self.train_loader, DeviceTensorLoader)))
         self.model = wrap(self.step) if wrap else self.step
         params = [p for p in self.step.parameters() if p.requires_grad]
         self.optimizer = build_optimizer(cfg, params)
@@ -194,7 +203,8 @@ class Trainer:
         self.epoch, self.iteration = 0, 0
         self.history: list[dict] = []
         self.progress = ProgressPrinter(cfg.train.epochs, enabled=rank == 0 and not quiet)
-        self.autocast = dict(device_type=self.device.type, dtype=torch.bfloat16, enabled=cfg.train.bf16)
+        self.autocast = dict(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.switches["bf16"])
+        self.memory_format = torch.channels_last if self.switches["channels_last"] else torch.contiguous_format
 
     # ---------------------------------------------------------------- checkpoints
     def state_dict(self) -> dict:
@@ -251,6 +261,7 @@ class Trainer:
         n = 0
         start = time.perf_counter()
         for x, y in self.train_loader:
+            x = x.contiguous(memory_format=self.memory_format)
             self.step.iteration = self.iteration
             with torch.autocast(**self.autocast):
                 loss, parts = self.model(x, y)
@@ -261,14 +272,14 @@ class Trainer:
             extra = self.step.after_step(self.iteration, self.total_iterations)
             self.iteration += 1
             n += 1
-            for k, v in {"loss": loss.detach(), **parts}.items():
-                sums[k] = sums.get(k, 0.0) + float(v)
+            for k, v in {"loss": loss.detach(), **parts}.items():  # summed on the device: no wait per step
+                sums[k] = sums.get(k, 0.0) + v.detach().double()
             for k, v in extra.items():
                 sums[k] = sums.get(k, 0.0) + float(v)
         if self.device.type == "cuda":
             torch.cuda.synchronize()
         seconds = time.perf_counter() - start
-        record = {k: v / n for k, v in sums.items()}
+        record = {k: float(v) / n for k, v in sums.items()}
         record = _rank_mean(record, self.device)
         record["lr"] = self.optimizer.param_groups[0]["lr"]
         record["train_img_per_s"] = n * self.cfg.train.batch_size / seconds
@@ -283,6 +294,7 @@ class Trainer:
             model.eval()
         counts = torch.zeros(len(heads) + 1, dtype=torch.float64, device=self.device)
         for x, y in self.test_loader:
+            x = x.contiguous(memory_format=self.memory_format)
             with torch.autocast(**self.autocast):
                 for i, (model, head) in enumerate(heads.values()):
                     counts[i] += top1_counts(model(x, head=head), y)

@@ -336,5 +336,6 @@ def build_loaders(cfg, device: torch.device, rank: int = 0, world_size: int = 1)
     if len(train.labels) < batch:
         raise DataError(f"{d.name}: {len(train.labels)} training images, fewer than one batch "
                         f"(train.batch_size={batch})")
-    return (TensorLoader(train, spec, batch, True, device, cfg.seed, rank, world_size),
-            TensorLoader(test, spec, batch, False, device, cfg.seed, rank, world_size), spec)
+    from .gpu_loader import tensor_loaders  # on the device, or the CPU pipeline (data.gpu_loader)
+
+    return (*tensor_loaders(train, test, spec, batch, device, cfg.seed, rank, world_size, d.gpu_loader), spec)
