@@ -7,8 +7,8 @@ tests). What ``compile`` compiles:
 - AdAutoMix (``compile_whole``): the whole device side of the step, every network pass, mix and
   loss of SPEC.md steps 3-7, as one function; only the draws from the CPU generator and the
   teacher's BatchNorm replay stay in Python.
-- Every other method: its networks (classifier; AutoMix also its Mix Block and teacher), each
-  in place. Their steps draw from a CPU generator between network passes and some (PuzzleMix)
+- Every other method: its networks (the classifier's backbone; AutoMix also its Mix Block and
+  the teacher's backbone), each in place. Their steps draw from a CPU generator between network passes and some (PuzzleMix)
   run NumPy and graph cuts in the middle, where a whole-step graph would break anyway.
 
 Compiling in place (``nn.Module.compile``, or a compiled method on the step) leaves the module
@@ -31,10 +31,11 @@ def resolve(train_cfg, device: torch.device) -> dict[str, bool]:
 
 
 def networks(step: nn.Module) -> list[nn.Module]:
-    """The networks of a step module: its classifier, generator (or Mix Block) and teacher."""
+    """The networks of a step module: the classifier's backbone, the generator (or Mix Block)
+    and the teacher's backbone (steps call backbones directly as well as through the heads)."""
     teacher = getattr(step, "teacher", None)
-    found = [getattr(step, "classifier", None), getattr(step, "generator", None),
-             teacher.model if teacher is not None else None]
+    found = [step.classifier.backbone, getattr(step, "generator", None),
+             teacher.model.backbone if teacher is not None else None]
     return [m for m in found if m is not None]
 
 

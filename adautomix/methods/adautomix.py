@@ -14,6 +14,8 @@ heads, the pictures) is ``learned_mix.LearnedMixStep``.
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 from torch.profiler import record_function
@@ -23,6 +25,12 @@ from .generator import MixGenerator
 from .learned_mix import LearnedMixStep, mix_images
 from .mixing import Targets, mixed_cross_entropy
 from .teacher import BatchNormRecorder
+
+
+def _label(name: str):
+    """A PyTorch-profiler label for a part of the step (``adautomix bench --profile``); none
+    inside a compiled graph, which has no place for it."""
+    return contextlib.nullcontext() if torch.compiler.is_compiling() else record_function(name)
 
 
 class AdAutoMixStep(LearnedMixStep):
@@ -111,7 +119,7 @@ class AdAutoMixStep(LearnedMixStep):
         """
         b, n = len(y), len(perms_g)
         # 3. one pass of the frozen model on the clean batch: G's input and the cosine targets
-        with torch.no_grad(), record_function("adautomix.teacher_clean"):
+        with torch.no_grad(), _label("adautomix.teacher_clean"):
             if self.teacher_bn is not None:
                 self.teacher_bn.start()
             feat, pooled = self._frozen_backbone(x)
@@ -120,7 +128,7 @@ class AdAutoMixStep(LearnedMixStep):
             source_logits = self._frozen_mix_head(pooled)  # B x K
 
         # 4-5. generator branch (gradient into G) and classifier branch (masks are constants)
-        with record_function("adautomix.generator"):
+        with _label("adautomix.generator"):
             masks_g = self.generator([feat[p] for p in perms_g], lam_g)  # B x N x H x W
             with torch.no_grad():
                 if plain:
@@ -139,7 +147,7 @@ class AdAutoMixStep(LearnedMixStep):
         # the published order (clean, linear mix, generated mix): it sets q's BatchNorm statistics
         parts = {}
         mce_on = self.use_mce and n > 2  # the published code adds L_mce only when N > 2
-        with record_function("adautomix.classifier"):
+        with _label("adautomix.classifier"):
             loss_cls = x.new_zeros((), dtype=torch.float32)
             if self.use_ce:
                 loss_ce = F.cross_entropy(self.classifier(x, head="one").float(), y)
@@ -155,7 +163,7 @@ class AdAutoMixStep(LearnedMixStep):
             parts["loss_amce"] = loss_amce.detach()
 
         # 7. generator loss through the frozen model (gradient reaches G only)
-        with record_function("adautomix.teacher_mix"):
+        with _label("adautomix.teacher_mix"):
             logits_g = self._frozen_mix_head(self._frozen_backbone(x_mix_g)[1])
         loss_g = mixed_cross_entropy(logits_g, targets_g)
         cos = x.new_zeros((), dtype=torch.float32)
@@ -174,4 +182,7 @@ class AdAutoMixStep(LearnedMixStep):
         """``torch.compile`` the device-side step (``branches``: every network pass, mix and
         loss) as one function; the draws and the BatchNorm replay stay in Python. The step's
         state dict is unchanged (no ``_orig_mod.`` prefixes)."""
+        # one graph per N and per kind of classifier branch (plain mixup or generated masks)
+        limit = torch._dynamo.config.recompile_limit
+        torch._dynamo.config.recompile_limit = max(limit, 2 * (self.n_mix - 1))
         self.branches = torch.compile(self.branches, **options)
