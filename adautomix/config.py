@@ -279,6 +279,9 @@ def validate(cfg: Config) -> Config:
     _check(d.limit_train >= 0, "data.limit_train", d.limit_train, ">= 0 (0 = all)")
     _check(d.limit_test >= 0, "data.limit_test", d.limit_test, ">= 0 (0 = all)")
     _check(d.loader_workers >= 0, "data.loader_workers", d.loader_workers, ">= 0")
+    _check(not (d.gpu_loader is True and d.name == "imagefolder"), "data.gpu_loader", d.gpu_loader,
+           "auto or false for imagefolder: its files go through a DataLoader (the device loader "
+           "serves the in-memory sets: digits, cifar10, cifar100)")
     _check(m.arch in ARCHS, "model.arch", m.arch, f"one of {', '.join(ARCHS)}")
     _check(0 < m.width <= 4, "model.width", m.width, "0 < width <= 4")
     if _check(mt.name in METHODS, "method.name", mt.name, f"one of {', '.join(METHODS)}"):

@@ -145,6 +145,10 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU (CPU)"
+    if launcher == "ray" and not torch.cuda.is_available() and not args.fake_gpus:
+        print("trials_per_hour.py: error: --launcher ray: torch sees no GPU here (--fake-gpus N declares "
+              "logical ones; the trials then train on the CPU)", file=sys.stderr)
+        return 2
     rows = []
     with tempfile.TemporaryDirectory(prefix="trials-per-hour-") as tmp:
         tmp = Path(tmp)

@@ -13,6 +13,8 @@ from adautomix import accel
 from adautomix.config import ConfigError, load_config
 from adautomix.engine import CHECKPOINT, Trainer, train
 
+from tiny_data import write_cifar100
+
 
 def tiny(out, *overrides: str):
     return load_config(overrides=["data.limit_train=16", "data.limit_test=8", "train.batch_size=8",
@@ -70,26 +72,28 @@ def test_bf16_forced_on_the_cpu_trains_with_a_finite_loss(tmp_path, capsys):
 
 
 @pytest.mark.cuda
-@pytest.mark.parametrize("method", ["adautomix", "mixup"])
-def test_on_cuda_the_inductor_compiled_step_trains_as_the_eager_one(tmp_path, method, capsys):
-    cfg = lambda name, on: tiny(tmp_path / name, f"method.name={method}", "train.device=cuda",  # noqa: E731
-                                "train.bf16=false", "train.channels_last=true", f"train.compile={on}",
-                                "data.limit_train=64", "train.batch_size=32")
-    train(cfg("eager", "false"), quiet=True)
-    train(cfg("compiled", "true"))
-    what = "the whole step" if method == "adautomix" else "the networks"
-    assert f"torch.compile on ({what})" in capsys.readouterr().out
-    eager, compiled = losses(tmp_path / "eager"), losses(tmp_path / "compiled")
-    for key in eager:  # TF32 convolutions and fused kernels round differently
-        assert compiled[key] == pytest.approx(eager[key], rel=2e-2, abs=1e-3), key
+@pytest.mark.parametrize("method,compiled", [("adautomix", "the whole step"), ("mixup", "the networks")])
+def test_on_cuda_auto_compiles_the_step_and_it_trains_as_the_eager_one(tmp_path, method, compiled, capsys):
+    """At the benchmark's shapes (CIFAR-100, ResNet-18, batch 256), which benchmarks/gpu_check.sh
+    compiles just before, so that Inductor's caches serve most of this test's compilation."""
+    write_cifar100(tmp_path / "data", n_train=512, n_test=256)
+
+    def run(name: str, compile_: str) -> None:
+        train(load_config(overrides=[
+            "data.name=cifar100", f"data.root={tmp_path / 'data'}", "train.batch_size=256", "train.epochs=1",
+            f"method.name={method}", f"train.compile={compile_}", "train.device=cuda",
+            f"out_dir={tmp_path / name}"]))
+
+    run("eager", "false")
+    capsys.readouterr()
+    run("compiled", "auto")
+    assert ("GPU path: data on the device, bf16 autocast on, channels-last on, "
+            f"torch.compile on ({compiled})") in capsys.readouterr().out
+    eager, fast = losses(tmp_path / "eager"), losses(tmp_path / "compiled")
+    for key in eager:  # bf16: the compiled kernels round differently
+        assert fast[key] == pytest.approx(eager[key], rel=5e-2, abs=1e-3), key
     state = torch.load(tmp_path / "compiled" / CHECKPOINT, weights_only=True)["step"]
-    assert not [k for k in state if "_orig_mod" in k]
-
-
-@pytest.mark.cuda
-def test_on_cuda_auto_turns_every_switch_on_and_adautomix_trains_with_a_finite_loss(tmp_path, capsys):
-    train(tiny(tmp_path, "method.name=adautomix", "method.n_mix=3", "train.device=cuda",
-               "data.limit_train=64", "train.batch_size=32"))
-    assert "GPU path: data on the device, bf16 autocast on, channels-last on, torch.compile on " \
-           "(the whole step)" in capsys.readouterr().out
-    assert all(torch.isfinite(torch.tensor(v)) for v in losses(tmp_path).values())
+    expected = torch.load(tmp_path / "eager" / CHECKPOINT, weights_only=True)["step"]
+    assert state.keys() == expected.keys() and not [k for k in state if "_orig_mod" in k]
+    for key in (k for k in expected if "running" in k):  # the teacher's replayed statistics too
+        torch.testing.assert_close(state[key].float(), expected[key].float(), rtol=5e-2, atol=1e-3, msg=key)

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from adautomix.config import load_config
+from adautomix.config import ConfigError, load_config
 from adautomix.data.datasets import DataSpec, TensorData, TensorLoader, build_loaders
 from adautomix.data.gpu_loader import DeviceTensorLoader, HostToDevice
 from adautomix.engine import train
@@ -77,8 +77,10 @@ def test_data_gpu_loader_picks_the_loader_and_auto_keeps_the_cpu_pipeline_on_a_c
 
 
 def test_a_bad_gpu_loader_value_names_the_key():
-    with pytest.raises(Exception, match="data.gpu_loader: expected true, false or auto"):
+    with pytest.raises(ConfigError, match="data.gpu_loader: expected true, false or auto"):
         load_config(overrides=["data.gpu_loader=sometimes"])
+    with pytest.raises(ConfigError, match="data.gpu_loader=True is not allowed: auto or false for imagefolder"):
+        load_config(overrides=["data.name=imagefolder", "data.root=images", "data.gpu_loader=true"])
 
 
 def test_a_run_on_the_device_loader_trains_exactly_as_on_the_cpu_pipeline(tmp_path):
