@@ -173,6 +173,7 @@ def profile_breakdown(run_step, steps: int, device: torch.device) -> dict[str, d
     profiler records both with the autograd node's sequence number). Returns
     ``{part: {"forward_ms", "backward_ms"}, "rest": {...}, "step": {"total_ms"}}``.
     """
+    from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
 
     cuda = device.type == "cuda"
@@ -201,7 +202,8 @@ def profile_breakdown(run_step, steps: int, device: torch.device) -> dict[str, d
     for e in events:
         if e.name.startswith("autograd::engine::evaluate_function") and e.sequence_nr in owner:
             backward[owner[e.sequence_nr]] += time_of(e)
-    total_us = sum(e.self_device_time_total for e in events) if cuda else wall_us
+    # GPU: the kernels' own time (device-side events; a CPU op's device time repeats its kernels')
+    total_us = sum(e.self_device_time_total for e in events if e.device_type != DeviceType.CPU) if cuda else wall_us
     out = {name: {"forward_ms": forward[name] / steps / 1000, "backward_ms": backward[name] / steps / 1000}
            for name in PARTS}
     rest = total_us - sum(forward.values()) - sum(backward.values())

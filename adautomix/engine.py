@@ -272,8 +272,8 @@ class Trainer:
             extra = self.step.after_step(self.iteration, self.total_iterations)
             self.iteration += 1
             n += 1
-            for k, v in {"loss": loss.detach(), **parts}.items():  # summed on the device: no wait per step
-                sums[k] = sums.get(k, 0.0) + v.detach().double()
+            for k, v in {"loss": loss, **parts}.items():  # tensors are summed on the device: no wait per step
+                sums[k] = sums.get(k, 0.0) + (v.detach().double() if torch.is_tensor(v) else float(v))
             for k, v in extra.items():
                 sums[k] = sums.get(k, 0.0) + float(v)
         if self.device.type == "cuda":

@@ -11,7 +11,7 @@ import torch
 
 from adautomix import accel
 from adautomix.config import ConfigError, load_config
-from adautomix.engine import CHECKPOINT, Trainer, train
+from adautomix.engine import CHECKPOINT, Trainer, build_step, resolve_schedules, train
 
 from tiny_data import write_cifar100
 
@@ -46,7 +46,7 @@ def test_compiled_adautomix_step_trains_as_the_eager_one_and_saves_plain_checkpo
     # the "eager" backend: Dynamo captures the step (fullgraph: one graph, no break) and runs it
     # without code generation, which on a CPU takes minutes (the cuda test compiles with Inductor)
     monkeypatch.setattr(accel, "COMPILE_OPTIONS", {"backend": "eager", "fullgraph": True})
-    common = ("method.name=adautomix", "train.channels_last=true")
+    common = ("method.name=adautomix", "method.n_mix=2", "train.channels_last=true", "data.limit_train=8")
     train(tiny(tmp_path / "eager", *common, "train.compile=false"), quiet=True)
     train(tiny(tmp_path / "compiled", *common, "train.compile=true"), quiet=True)
     eager, compiled = losses(tmp_path / "eager"), losses(tmp_path / "compiled")
@@ -97,3 +97,18 @@ def test_on_cuda_auto_compiles_the_step_and_it_trains_as_the_eager_one(tmp_path,
     assert state.keys() == expected.keys() and not [k for k in state if "_orig_mod" in k]
     for key in (k for k in expected if "running" in k):  # the teacher's replayed statistics too
         torch.testing.assert_close(state[key].float(), expected[key].float(), rtol=5e-2, atol=1e-3, msg=key)
+
+
+def test_the_teachers_batchnorm_recorder_follows_a_syncbatchnorm_conversion():
+    # its hooks stay on the layers (so that a compiled step traces them once); layers replaced
+    # after the step was built (train.sync_bn) are hooked when the next recording starts
+    cfg = tiny("unused", "method.name=adautomix")
+    resolve_schedules(cfg, 10)
+    step = torch.nn.SyncBatchNorm.convert_sync_batchnorm(build_step(cfg, 10)).train()
+    recorder = step.teacher_bn
+    recorder.start()
+    with torch.no_grad():
+        step.teacher.model(torch.randn(4, 3, 32, 32))
+    recorder.stop()
+    sync_layers = [m for m in step.teacher.model.modules() if isinstance(m, torch.nn.SyncBatchNorm)]
+    assert len(sync_layers) > 10 and list(recorder.stats) == sync_layers

@@ -11,6 +11,10 @@ statistics are replayed so that the teacher's running statistics follow the publ
 published order (clean, linear mix, generated mix). What AdAutoMix shares with AutoMix (the
 draws of λ and partners, the margin rule, the teacher and its EMA update, the four evaluated
 heads, the pictures) is ``learned_mix.LearnedMixStep``.
+
+The step is two parts: ``losses`` draws λ and the partners from the CPU generator and decides
+on the CPU what they imply, then ``branches`` does everything on the device without waiting for
+the host, so that ``torch.compile`` can take it whole (``compile_whole``; ``train.compile``).
 """
 from __future__ import annotations
 
