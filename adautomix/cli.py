@@ -117,7 +117,8 @@ def _bench(args: argparse.Namespace) -> int:
 
     try:
         run_bench(args.methods, batch_size=args.batch_size, arch=args.arch, width=args.width,
-                  steps=args.steps, device=args.device, image_size=args.image_size, threads=args.threads)
+                  steps=args.steps, device=args.device, image_size=args.image_size, threads=args.threads,
+                  switches=args.switches, profile=args.profile, json_path=args.json)
     except ConfigError as err:
         return _fail(err)
     return 0
@@ -178,13 +179,20 @@ def main(argv: list[str] | None = None) -> int:
     bp.add_argument("--methods", nargs="+", default=None,
                     help="methods (default: every registered one); adautomix:N sets N "
                          "(default list: N = 2 and 3)")
-    bp.add_argument("--batch-size", type=int, default=64)
+    bp.add_argument("--batch-size", type=int, nargs="+", default=[64], help="one or more batch sizes")
     bp.add_argument("--arch", default="resnet18")
     bp.add_argument("--width", type=float, default=1.0)
     bp.add_argument("--image-size", type=int, default=32)
     bp.add_argument("--steps", type=int, default=20, help="timed steps per method (after 3 warm-up steps)")
     bp.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     bp.add_argument("--threads", type=int, default=0, help="torch CPU threads per method (0: torch's default)")
+    bp.add_argument("--switches", nargs="+", default=["none"], metavar="SET",
+                    help="GPU switch sets to measure: none, or bf16, cl (channels-last), compile joined "
+                         "by + (e.g. none bf16 bf16+cl bf16+cl+compile)")
+    bp.add_argument("--profile", action="store_true",
+                    help="also break AdAutoMix's step (measured without compile) into teacher, generator, "
+                         "classifier and the rest with the PyTorch profiler")
+    bp.add_argument("--json", default=None, metavar="FILE", help="append each measurement to FILE as a JSON line")
     bp.set_defaults(func=_bench)
 
     args, unknown = parser.parse_known_args(argv)

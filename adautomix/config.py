@@ -38,6 +38,7 @@ RESIZE_MODES = ("nearest", "bilinear")
 SALIENCY_BOXES = ("batch", "sample")
 EVAL_SUITES = ("calibration", "corruption", "fgsm", "occlusion")  # evaluation/suite.py SUITES
 SEED_MAX = 2**32 - 1  # numpy's and Optuna's seeds; keeps the engine's derived torch seeds < 2**64
+Auto = typing.Literal["auto"]  # a switch that is true, false or "auto" (decided by the device)
 
 
 class ConfigError(ValueError):
@@ -53,6 +54,9 @@ class DataConfig:
     limit_train: int = 0  # >0: keep only the first N training images (smoke runs)
     limit_test: int = 0  # >0: keep only the first N test images
     loader_workers: int = 2  # data sets of image files: DataLoader worker processes
+    # in-memory sets (digits, CIFAR, MNIST family, Tiny-ImageNet): keep the whole set on the
+    # training device and crop and flip there (data/gpu_loader.py); auto = on CUDA
+    gpu_loader: bool | Auto = "auto"
 
 
 @dataclass
@@ -142,7 +146,9 @@ class TrainConfig:
     generator_min_lr: float | None = None
     grad_clip: float = 0.0  # clip the gradients' global L2 norm to this; 0 = off
     device: str = "auto"  # one of DEVICES; auto = cuda when present
-    bf16: bool = False  # bf16 autocast on CUDA
+    bf16: bool | Auto = "auto"  # bf16 autocast; auto = on CUDA
+    channels_last: bool | Auto = "auto"  # channels-last memory format; auto = on CUDA
+    compile: bool | Auto = "auto"  # torch.compile the step (accel.py); auto = on CUDA
     resume: bool = False  # continue from out_dir/checkpoints/last.pt
     ckpt_every: int = 1  # epochs between checkpoints
     # Ray Train (train.workers > 0)
@@ -223,6 +229,10 @@ def _coerce(key: str, value: Any, typ: Any, parse: bool = False) -> Any:
     if isinstance(typ, types.UnionType) or typing.get_origin(typ) is typing.Union:
         if value is None and type(None) in args:
             return None
+        if Auto in args:
+            if value == "auto" or isinstance(value, bool):
+                return value
+            raise ConfigError(f"{key}: expected true, false or auto, got {value!r}")
         typ = next(a for a in args if a is not type(None))
     if typ is bool:
         if isinstance(value, bool):
@@ -300,6 +310,10 @@ def validate(cfg: Config) -> Config:
     _check(d.limit_train >= 0, "data.limit_train", d.limit_train, ">= 0 (0 = all)")
     _check(d.limit_test >= 0, "data.limit_test", d.limit_test, ">= 0 (0 = all)")
     _check(d.loader_workers >= 0, "data.loader_workers", d.loader_workers, ">= 0")
+    if d.name in DATASETS:
+        _check(not (d.gpu_loader is True and not DATASETS[d.name].in_memory), "data.gpu_loader",
+               d.gpu_loader, f"auto or false for {d.name}: its image files go through a DataLoader "
+               "(the device loader serves the in-memory sets)")
     _check_model(m, d.image_size, problems)
     if _check(mt.name in METHODS, "method.name", mt.name, f"one of {', '.join(METHODS)}"):
         if mt.mix_lambda is None:

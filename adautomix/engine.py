@@ -26,8 +26,10 @@ import torch.distributed as dist
 import torch.nn as nn
 import yaml
 
+from . import accel
 from .config import Config, ConfigError, to_dict
 from .data.datasets import build_loaders
+from .data.gpu_loader import DeviceTensorLoader
 from .metrics import ProgressPrinter, top1_counts
 from .methods.registry import METHODS
 from .methods.teacher import PUBLISHED_ITERATIONS, PUBLISHED_MOMENTUM, scaled_schedule
@@ -198,9 +200,16 @@ class Trainer:
         self.notes = resolve_schedules(cfg, self.total_iterations)
         if cfg.model.init and not cfg.train.resume:
             self.notes.append(f"model.init: the backbone starts from {cfg.model.init}; heads start afresh")
+        self.switches = accel.resolve(cfg.train, self.device)  # bf16, channels_last, compile
         self.step = build_step(cfg, self.spec.num_classes).to(self.device)
+        if self.switches["channels_last"]:
+            self.step.to(memory_format=torch.channels_last)
         if cfg.train.sync_bn and world_size > 1:
             self.step = nn.SyncBatchNorm.convert_sync_batchnorm(self.step)
+        compiled = accel.compile_step(self.step) if self.switches["compile"] else None
+        if self.device.type == "cuda" or any(self.switches.values()):
+            self.notes.append(accel.describe(self.switches, compiled,
+                                             isinstance(self.train_loader, DeviceTensorLoader)))
         self.model = wrap(self.step) if wrap else self.step
         groups, floors = param_groups(cfg, self.step)
         self.params = [p for g in groups for p in g["params"]]
@@ -213,7 +222,8 @@ class Trainer:
         self.epoch, self.iteration = 0, 0
         self.history: list[dict] = []
         self.progress = ProgressPrinter(cfg.train.epochs, enabled=rank == 0 and not quiet)
-        self.autocast = dict(device_type=self.device.type, dtype=torch.bfloat16, enabled=cfg.train.bf16)
+        self.autocast = dict(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.switches["bf16"])
+        self.memory_format = torch.channels_last if self.switches["channels_last"] else torch.contiguous_format
 
     # ---------------------------------------------------------------- checkpoints
     def state_dict(self) -> dict:
@@ -261,6 +271,7 @@ class Trainer:
         self.progress.start_epoch(self.epoch + 1, len(self.train_loader), self.cfg.train.batch_size)
         start = time.perf_counter()
         for x, y in self.train_loader:
+            x = x.contiguous(memory_format=self.memory_format)
             self.step.iteration = self.iteration
             with torch.autocast(**self.autocast):
                 loss, parts = self.model(x, y)
@@ -274,14 +285,14 @@ class Trainer:
             self.iteration += 1
             n += 1
             self.progress.batch(n)
-            for k, v in {"loss": loss.detach(), **parts}.items():
-                sums[k] = sums.get(k, 0.0) + float(v)
+            for k, v in {"loss": loss, **parts}.items():  # tensors are summed on the device: no wait per step
+                sums[k] = sums.get(k, 0.0) + (v.detach().double() if torch.is_tensor(v) else float(v))
             for k, v in extra.items():
                 sums[k] = sums.get(k, 0.0) + float(v)
         if self.device.type == "cuda":
             torch.cuda.synchronize()
         seconds = time.perf_counter() - start
-        record = {k: v / n for k, v in sums.items()}
+        record = {k: float(v) / n for k, v in sums.items()}
         record = _rank_mean(record, self.device)
         record["lr"] = self.optimizer.param_groups[0]["lr"]
         record["train_img_per_s"] = n * self.cfg.train.batch_size / seconds
@@ -296,6 +307,7 @@ class Trainer:
             model.eval()
         counts = torch.zeros(len(heads) + 1, dtype=torch.float64, device=self.device)
         for x, y in self.test_loader:
+            x = x.contiguous(memory_format=self.memory_format)
             with torch.autocast(**self.autocast):
                 for i, (model, head) in enumerate(heads.values()):
                     counts[i] += top1_counts(model(x, head=head), y)

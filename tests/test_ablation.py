@@ -234,6 +234,10 @@ BAD_STUDIES = {
     "bad scheduler": ({"scheduler": {"name": "pbt"}}, "scheduler.name"),
     "tpe needs a distribution": ({"searcher": "tpe", "space": {"train.lr": {"uniform": [0.2, 0.1]}}},
                                  "space.train.lr"),
+    "GPU fraction above 1": ({"resources": {"gpus_per_worker": 1.5}},
+                             "resources.gpus_per_worker: 1.5 is not allowed: a fraction between 0 and 1"),
+    "GPU fraction for a multi-worker run": ({"resources": {"workers": 2, "gpus_per_worker": 0.5}},
+                                            "workers of one run cannot share a GPU"),
 }
 
 

@@ -82,7 +82,9 @@ def build_loaders(cfg, device: torch.device, rank: int = 0, world_size: int = 1)
                     resized_crop)
     train, test = _limit(train, d.limit_train), _limit(test, d.limit_test)
     _check_one_batch(d.name, len(train.labels), batch)
-    return (TensorLoader(train, spec, batch, True, **shard), TensorLoader(test, spec, batch, False, **shard), spec)
+    from .gpu_loader import tensor_loaders  # on the device, or the CPU pipeline (data.gpu_loader)
+
+    return (*tensor_loaders(train, test, spec, batch, device, cfg.seed, rank, world_size, d.gpu_loader), spec)
 
 
 def _check_one_batch(name: str, n: int, batch: int) -> None:

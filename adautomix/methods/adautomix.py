@@ -11,6 +11,10 @@ statistics are replayed so that the teacher's running statistics follow the publ
 published order (clean, linear mix, generated mix). What AdAutoMix shares with AutoMix (the
 draws of λ and partners, the margin rule, the teacher and its EMA update, the four evaluated
 heads, the pictures) is ``learned_mix.LearnedMixStep``.
+
+The step is two parts: ``losses`` draws λ and the partners from the CPU generator and decides
+on the CPU what they imply, then ``branches`` does everything on the device without waiting for
+the host, so that ``torch.compile`` can take it whole (``compile_whole``; ``train.compile``).
 """
 from __future__ import annotations
 
@@ -18,12 +22,19 @@ import contextlib
 
 import torch
 import torch.nn.functional as F
+from torch.profiler import record_function
 
 from ..models.cifar_resnet import Classifier
 from .generator import MixGenerator
 from .learned_mix import LearnedMixStep, mix_images
 from .mixing import Targets, mixed_cross_entropy
 from .teacher import BatchNormRecorder
+
+
+def _label(name: str):
+    """A PyTorch-profiler label for a part of the step (``adautomix bench --profile``); none
+    inside a compiled graph, which has no place for it."""
+    return contextlib.nullcontext() if torch.compiler.is_compiling() else record_function(name)
 
 
 class AdAutoMixStep(LearnedMixStep):
@@ -61,6 +72,8 @@ class AdAutoMixStep(LearnedMixStep):
         self.alpha = alpha  # α
         self.beta = beta  # β
         self.use_ce, self.use_mce, self.use_cos, self.adversarial = use_ce, use_mce, use_cos, adversarial
+        # records the teacher's clean-pass BatchNorm statistics, replayed N times after each step
+        self.teacher_bn = BatchNormRecorder(self.teacher.model) if self.teacher is not None else None
 
     @classmethod
     def from_config(cls, classifier: Classifier, m) -> "AdAutoMixStep":
@@ -73,31 +86,63 @@ class AdAutoMixStep(LearnedMixStep):
                    lam_margin_rule=m.lam_margin_rule, random_n=m.random_n,
                    momentum=m.momentum, momentum_end=m.momentum_end, momentum_warmup=m.momentum_warmup)
 
-    # ------------------------------------------------------------------ steps 3-7
+    # ------------------------------------------------------------------ steps 1-7
     def losses(self, x: torch.Tensor, y: torch.Tensor):
         """``(L_cls, L_gen, parts)``: the classifier's and the generator's losses, each with its
         graph, and every term detached for logging."""
-        b = len(y)
-        lam_g, lam_c, perms_g, perms_c = self.draw(b, x.device)
+        # 1-2. λ and partners come from the CPU generator; the choices they imply (plain mixup in
+        # the classifier branch, an adversarial step) are made here on the CPU, so that the
+        # device-side ``branches`` never wait for the host and can be compiled whole
+        lam_g, lam_c, perms_g, perms_c = self.draw(len(y), torch.device("cpu"))
         n = len(perms_g)
-        lam_g_list, lam_c_list = lam_g.tolist(), lam_c.tolist()
+        plain = self.plain_mix(float(lam_c[0]), n)
+        adversarial_step = self.adversarial and self.iteration % 2 == 0
 
+        def to(t: torch.Tensor) -> torch.Tensor:
+            return t.to(x.device, non_blocking=True)
+
+        loss_cls, loss_gen, parts = self.branches(
+            x, y, to(lam_g), to(lam_c), [to(p) for p in perms_g], [to(p) for p in perms_c], plain,
+            to(torch.tensor(adversarial_step)))
+        if self.teacher_bn is not None:
+            self.teacher_bn.replay(n)  # the published N teacher passes on the source batches x[π_i]
+        parts.update(adversarial=torch.tensor(float(adversarial_step)), n_mix=torch.tensor(float(n)))
+        return loss_cls, loss_gen, parts
+
+    def branches(self, x: torch.Tensor, y: torch.Tensor, lam_g: torch.Tensor, lam_c: torch.Tensor,
+                 perms_g: list[torch.Tensor], perms_c: list[torch.Tensor], plain: bool,
+                 adversarial: torch.Tensor):
+        """Steps 3-7 on the device, given the draws: ``(L_cls, L_gen, parts)``.
+
+        Args:
+            x: B x 3 x H x W clean images; y: B labels.
+            lam_g, lam_c: N ratios of the generator and the classifier branch.
+            perms_g, perms_c: N partner permutations (length B) of each branch.
+            plain: the classifier branch uses plain mixup (constant masks λ_c).
+            adversarial: 0-dim bool, this is an adversarial generator step.
+        """
+        b, n = len(y), len(perms_g)
         # 3. one pass of the frozen model on the clean batch: G's input and the cosine targets
-        teacher_bn = BatchNormRecorder(self.teacher.model) if self.teacher is not None else None
-        with torch.no_grad(), teacher_bn or contextlib.nullcontext():
+        with torch.no_grad(), _label("adautomix.teacher_clean"):
+            if self.teacher_bn is not None:
+                self.teacher_bn.start()
             feat, pooled = self._frozen_backbone(x)
+            if self.teacher_bn is not None:
+                self.teacher_bn.stop()
             source_logits = self._frozen_mix_head(pooled)  # B x K
 
         # 4-5. generator branch (gradient into G) and classifier branch (masks are constants)
-        masks_g = self.generator([feat[p] for p in perms_g], lam_g_list, x.shape[-2:])  # B x N x H x W
+        with _label("adautomix.generator"):
+            masks_g = self.generator([feat[p] for p in perms_g], lam_g, x.shape[-2:])  # B x N x H x W
+            with torch.no_grad():
+                if plain:
+                    masks_c = lam_c.view(1, n, 1, 1).expand(b, n, *x.shape[-2:])
+                else:
+                    masks_c = self.generator([feat[p] for p in perms_c], lam_c, x.shape[-2:])
         sources_g = torch.stack([x[p] for p in perms_g], dim=1)  # B x N x 3 x H x W
         x_mix_g = mix_images(masks_g, sources_g)
         sources_c = torch.stack([x[p] for p in perms_c], dim=1)
         with torch.no_grad():
-            if self.plain_mix(lam_c_list[0], n):
-                masks_c = lam_c.view(1, n, 1, 1).expand(b, n, *x.shape[-2:])
-            else:
-                masks_c = self.generator([feat[p] for p in perms_c], lam_c_list, x.shape[-2:])
             x_mix_c = mix_images(masks_c, sources_c)
         targets_c = Targets(torch.stack([y[p] for p in perms_c], dim=1), lam_c.expand(b, n))
         targets_g = Targets(torch.stack([y[p] for p in perms_g], dim=1), lam_g.expand(b, n))
@@ -106,24 +151,24 @@ class AdAutoMixStep(LearnedMixStep):
         # the published order (clean, linear mix, generated mix): it sets q's BatchNorm statistics
         parts = {}
         mce_on = self.use_mce and n > 2  # the published code adds L_mce only when N > 2
-        loss_cls = x.new_zeros((), dtype=torch.float32)
-        if self.use_ce:
-            loss_ce = F.cross_entropy(self.classifier(x, head="one").float(), y)
-            loss_cls = loss_cls + ((1 - self.alpha) if mce_on else 1.0) * loss_ce
-            parts["loss_ce"] = loss_ce.detach()
-        if mce_on:
-            x_linear = (lam_c.view(1, n, 1, 1, 1).to(x.dtype) * sources_c).sum(dim=1)
-            loss_mce = mixed_cross_entropy(self.classifier(x_linear, head="mix"), targets_c)
-            loss_cls = loss_cls + self.alpha * loss_mce
-            parts["loss_mce"] = loss_mce.detach()
-        loss_amce = mixed_cross_entropy(self.classifier(x_mix_c, head="mix"), targets_c)
-        loss_cls = loss_cls + loss_amce
-        parts["loss_amce"] = loss_amce.detach()
+        with _label("adautomix.classifier"):
+            loss_cls = x.new_zeros((), dtype=torch.float32)
+            if self.use_ce:
+                loss_ce = F.cross_entropy(self.classifier(x, head="one").float(), y)
+                loss_cls = loss_cls + ((1 - self.alpha) if mce_on else 1.0) * loss_ce
+                parts["loss_ce"] = loss_ce.detach()
+            if mce_on:
+                x_linear = (lam_c.view(1, n, 1, 1, 1).to(x.dtype) * sources_c).sum(dim=1)
+                loss_mce = mixed_cross_entropy(self.classifier(x_linear, head="mix"), targets_c)
+                loss_cls = loss_cls + self.alpha * loss_mce
+                parts["loss_mce"] = loss_mce.detach()
+            loss_amce = mixed_cross_entropy(self.classifier(x_mix_c, head="mix"), targets_c)
+            loss_cls = loss_cls + loss_amce
+            parts["loss_amce"] = loss_amce.detach()
 
         # 7. generator loss through the frozen model (gradient reaches G only)
-        logits_g = self._frozen_mix_head(self._frozen_backbone(x_mix_g)[1])
-        if teacher_bn is not None:
-            teacher_bn.replay(n)  # the published N teacher passes on the source batches x[π_i]
+        with _label("adautomix.teacher_mix"):
+            logits_g = self._frozen_mix_head(self._frozen_backbone(x_mix_g)[1])
         loss_g = mixed_cross_entropy(logits_g, targets_g)
         cos = x.new_zeros((), dtype=torch.float32)
         if self.use_cos:
@@ -131,12 +176,17 @@ class AdAutoMixStep(LearnedMixStep):
                                 for p in perms_g], dim=1)  # B x N
             cos = (sims * lam_g).sum(dim=1).mean()
             parts["cos"] = cos.detach()
-        adversarial_step = self.adversarial and self.iteration % 2 == 0
-        if adversarial_step:  # push the teacher's loss up, kept near the sources by the cosine term
-            loss_gen = -self.beta * loss_g + (1 - self.beta) * cos
-        else:
-            loss_gen = loss_g
-        parts.update(loss_gen_ce=loss_g.detach(), loss_gen=loss_gen.detach(),
-                     adversarial=torch.tensor(float(adversarial_step)), n_mix=torch.tensor(float(n)))
-        parts["loss_cls"] = loss_cls.detach()
+        # adversarial: push the teacher's loss up, kept near the sources by the cosine term;
+        # a selection rather than an `if`, so that one compiled graph serves both kinds of step
+        loss_gen = torch.where(adversarial, -self.beta * loss_g + (1 - self.beta) * cos, loss_g)
+        parts.update(loss_gen_ce=loss_g.detach(), loss_gen=loss_gen.detach(), loss_cls=loss_cls.detach())
         return loss_cls, loss_gen, parts
+
+    def compile_whole(self, **options) -> None:
+        """``torch.compile`` the device-side step (``branches``: every network pass, mix and
+        loss) as one function; the draws and the BatchNorm replay stay in Python. The step's
+        state dict is unchanged (no ``_orig_mod.`` prefixes)."""
+        # one graph per N and per kind of classifier branch (plain mixup or generated masks)
+        limit = torch._dynamo.config.recompile_limit
+        torch._dynamo.config.recompile_limit = max(limit, 2 * (self.n_mix - 1))
+        self.branches = torch.compile(self.branches, **options)

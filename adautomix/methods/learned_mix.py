@@ -100,8 +100,8 @@ class LearnedMixStep(nn.Module):
         else:
             lam_g = lam_c = betas / betas.sum()
             perms_g, perms_c = [perm() for _ in range(n)], [perm() for _ in range(n)]
-        to = lambda ts: [t.to(device) for t in ts]  # noqa: E731
-        return lam_g.to(device), lam_c.to(device), to(perms_g), to(perms_c)
+        to = lambda ts: [t.to(device, non_blocking=True) for t in ts]  # noqa: E731
+        return (*to([lam_g, lam_c]), to(perms_g), to(perms_c))
 
     def plain_mix(self, lam_1: float, n: int) -> bool:
         """Whether the classifier branch uses plain mixup (constant masks λ_i) this step.

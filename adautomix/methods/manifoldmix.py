@@ -47,7 +47,7 @@ def manifold_mixup(classifier: nn.Module, x: torch.Tensor, y: torch.Tensor, rng:
         weights (λ, 1-λ), and the layer mixed.
     """
     lam = sample_beta(mix_lambda, rng)
-    perm = torch.randperm(len(y), generator=rng).to(x.device)
+    perm = torch.randperm(len(y), generator=rng).to(x.device, non_blocking=True)
     k = layers[int(torch.randint(len(layers), (1,), generator=rng))]
     logits = classifier(x, mix_at=k, mix_fn=lambda h: lam * h + (1 - lam) * h[perm])
     return logits, _pair_targets(y, perm, lam), k

@@ -78,7 +78,7 @@ def mixup(x: torch.Tensor, y: torch.Tensor, rng: torch.Generator,
         mix_lambda: Beta parameter (the paper's table: 1.0).
     """
     lam = sample_beta(mix_lambda, rng)
-    perm = torch.randperm(len(y), generator=rng).to(x.device)
+    perm = torch.randperm(len(y), generator=rng).to(x.device, non_blocking=True)
     x_mixed = lam * x + (1 - lam) * x[perm]
     return x_mixed, _pair_targets(y, perm, lam)
 
@@ -103,7 +103,7 @@ def cutmix(x: torch.Tensor, y: torch.Tensor, rng: torch.Generator,
         mix_lambda: Beta parameter (the paper's table: 0.2).
     """
     lam = sample_beta(mix_lambda, rng)
-    perm = torch.randperm(len(y), generator=rng).to(x.device)
+    perm = torch.randperm(len(y), generator=rng).to(x.device, non_blocking=True)
     h, w = x.shape[-2:]
     top, bottom, left, right = rand_bbox(h, w, lam, rng)
     x_mixed = x.clone()
@@ -126,7 +126,7 @@ def fmix(x: torch.Tensor, y: torch.Tensor, rng: torch.Generator, mix_lambda: flo
         decay_power: d of the noise's 1/f^d amplitude (the paper's default: 3).
     """
     lam = sample_beta(mix_lambda, rng)
-    perm = torch.randperm(len(y), generator=rng).to(x.device)
+    perm = torch.randperm(len(y), generator=rng).to(x.device, non_blocking=True)
     h, w = x.shape[-2:]
     keep = fmix_mask(lam, h, w, decay_power, rng)
     x_mixed = torch.where(keep.to(x.device), x, x[perm])
@@ -154,7 +154,7 @@ def resizemix(x: torch.Tensor, y: torch.Tensor, rng: torch.Generator, mix_lambda
     tau = sample_beta(mix_lambda, rng)
     if not scale_min <= tau <= scale_max:
         tau = scale_min + (scale_max - scale_min) * float(torch.rand((), generator=rng))
-    perm = torch.randperm(len(y), generator=rng).to(x.device)
+    perm = torch.randperm(len(y), generator=rng).to(x.device, non_blocking=True)
     h, w = x.shape[-2:]
     ph, pw = max(int(h * tau), 1), max(int(w * tau), 1)
     top = int(torch.randint(0, h - ph + 1, (), generator=rng))
@@ -182,7 +182,7 @@ def saliencymix(x: torch.Tensor, y: torch.Tensor, rng: torch.Generator, mix_lamb
             around the peak of its own partner (the paper's description).
     """
     lam = sample_beta(mix_lambda, rng)
-    perm = torch.randperm(len(y), generator=rng).to(x.device)
+    perm = torch.randperm(len(y), generator=rng).to(x.device, non_blocking=True)
     h, w = x.shape[-2:]
     partners = x[perm[:1]] if box == "batch" else x[perm]
     peak = spectral_residual(partners).flatten(1).argmax(dim=1)  # b
@@ -210,7 +210,7 @@ def gridmix(x: torch.Tensor, y: torch.Tensor, rng: torch.Generator, mix_lambda: 
         area_min, area_max: range of the crop's area over the image's.
     """
     lam = sample_beta(mix_lambda, rng)
-    perm = torch.randperm(len(y), generator=rng).to(x.device)
+    perm = torch.randperm(len(y), generator=rng).to(x.device, non_blocking=True)
     h, w = x.shape[-2:]
     holes = grid_mask(lam, h, w, rng, holes_min, holes_max, area_min, area_max)
     x_mixed = torch.where(holes.to(x.device), x[perm], x)
@@ -229,7 +229,7 @@ def smoothmix(x: torch.Tensor, y: torch.Tensor, rng: torch.Generator, sigma_min:
         rng: CPU generator for π and the mask.
         sigma_min, sigma_max: range of σ / H (OpenMixup: 0.25 to 0.5).
     """
-    perm = torch.randperm(len(y), generator=rng).to(x.device)
+    perm = torch.randperm(len(y), generator=rng).to(x.device, non_blocking=True)
     h, w = x.shape[-2:]
     blend = gaussian_mask(h, w, rng, sigma_min, sigma_max)
     on_device = blend.to(x.device, x.dtype)

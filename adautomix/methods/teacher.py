@@ -71,41 +71,55 @@ class EMATeacher(nn.Module):
 
 
 class BatchNormRecorder:
-    """Records the batch statistics each BatchNorm layer of ``model`` sees in one train-mode pass,
-    and replays them as further running-statistic updates.
+    """Records the batch statistics each BatchNorm layer of ``model`` sees in one train-mode pass
+    (between ``start()`` and ``stop()``), and replays them as further running-statistic updates.
 
     The published step runs the teacher N more times on permutations of the clean batch; a
     permutation has the clean batch's statistics, and in train mode BatchNorm normalises with
     batch statistics, so those N passes only apply the clean batch's statistics N more times
     to the running estimates: r ← (1−μ)·r + μ·s, N times (μ: the layer's momentum). ``replay``
     does exactly that without the passes.
+
+    The hooks stay on the layers (idle outside ``start()``/``stop()``), so that a compiled step
+    traces them once instead of seeing hooks come and go; a layer replaced after construction
+    (``SyncBatchNorm`` conversion) is hooked at the next ``start()``.
     """
 
     def __init__(self, model: nn.Module):
-        self.layers = [m for m in model.modules()
-                       if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+        self.model = model
         self.stats: dict[nn.Module, tuple[torch.Tensor, torch.Tensor]] = {}
-        self._handles: list = []
+        self.recording = False
+        self.layers: list[nn.Module] = []
+        self._attach()
 
-    def __enter__(self) -> "BatchNormRecorder":
+    def _batchnorms(self) -> list[nn.Module]:
+        return [m for m in self.model.modules()
+                if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+
+    def _attach(self) -> None:
+        self.layers = self._batchnorms()
+        for layer in self.layers:
+            if not any(getattr(h, "__self__", None) is self for h in layer._forward_pre_hooks.values()):
+                layer.register_forward_pre_hook(self._record)
+
+    def _record(self, layer: nn.Module, inputs) -> None:
+        if self.recording and layer.training:
+            x = inputs[0].detach().float()
+            dims = [0] + list(range(2, x.dim()))
+            var, mean = torch.var_mean(x, dim=dims, correction=1)  # running_var is unbiased
+            if layer in self.stats:
+                raise RuntimeError("BatchNormRecorder: record exactly one train-mode forward")
+            self.stats[layer] = (mean, var)
+
+    def start(self) -> None:
+        """Record the next train-mode pass of ``model``."""
+        if self._batchnorms() != self.layers:
+            self._attach()
         self.stats = {}
+        self.recording = True
 
-        def record(layer, inputs):
-            if layer.training:
-                x = inputs[0].detach().float()
-                dims = [0] + list(range(2, x.dim()))
-                var, mean = torch.var_mean(x, dim=dims, correction=1)  # running_var is unbiased
-                if layer in self.stats:
-                    raise RuntimeError("BatchNormRecorder: record exactly one train-mode forward")
-                self.stats[layer] = (mean, var)
-
-        self._handles = [layer.register_forward_pre_hook(record) for layer in self.layers]
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles = []
+    def stop(self) -> None:
+        self.recording = False
 
     @torch.no_grad()
     def replay(self, times: int) -> None:

@@ -20,6 +20,7 @@ one small file in ``ablations/``. A study file holds::
     metric: top1_median_last10     # what the table, the plot and the searcher rank by
     mode: max
     resources: {workers: 1, cpus_per_worker: 1, gpus_per_worker: 0, in_trial: true}
+    #   gpus_per_worker: 0.25 lets four one-worker trials share a GPU (Ray's fractional GPUs)
     scheduler: {name: asha, grace_period: 2, reduction_factor: 2}   # optional (early stopping)
     max_concurrent: 2              # trials running at once
     smoke: {train.epochs: 2}       # optional extra overrides for --smoke
@@ -329,7 +330,14 @@ def load_study(path: str | Path, overrides: list[str] | None = None, smoke: bool
         if value < 0 or key == "workers" and (value < 1 or value != int(value)):
             _fail(path, f"resources.{key}", f"{value!r} is not allowed (workers: an integer >= 1;"
                                             " others: >= 0)")
+        if value > 1 and value != int(value):  # Ray's rule for fractional resources
+            _fail(path, f"resources.{key}", f"{value!r} is not allowed: a fraction between 0 and 1 "
+                                            "(e.g. 0.25: four trials share one), or a whole number")
     workers, cpus, gpus = int(resources["workers"]), resources["cpus_per_worker"], resources["gpus_per_worker"]
+    if workers > 1 and 0 < gpus < 1:
+        _fail(path, "resources.gpus_per_worker", f"{gpus!r} is not allowed with workers: {workers}: the "
+                                                 "workers of one run cannot share a GPU (NCCL); a fraction "
+                                                 "is for one-worker trials, which then share GPUs")
     if workers == 1 and resources["in_trial"]:
         # one worker trains inside the Tune trial process (train.workers=0: in-process),
         # with as many torch threads as the trial has CPUs unless train.threads says otherwise
