@@ -55,7 +55,7 @@ class TensorLoader:
                 x = random_crop_flip(x, 0, self.spec.flip, aug_rng, shard=shard)
             elif self.train:
                 x = random_crop_flip(x, self.spec.crop_padding, self.spec.flip, aug_rng, shard=shard)
-            elif x.shape[-2:] != (size, size):  # test images at another size: resized whole
+            elif self.spec.image_size and x.shape[-2:] != (size, size):  # test images at another size: resized whole
                 x = F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False).clamp_(0, 255)
             yield (x - self.mean) / self.std, self.labels[idx]
 
