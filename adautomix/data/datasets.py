@@ -24,7 +24,7 @@ from .digits import digits_normalization, load_digits_split
 from .finegrained import aircraft_datasets, cars_datasets, cub_datasets
 from .folders import folder_datasets, imagefolder_classes  # noqa: F401
 from .loaders import FolderLoader, TensorLoader
-from .mnist import load_mnist_split
+from .mnist import CLASS_NAMES, load_mnist_split
 from .tinyimagenet import load_tinyimagenet_split
 
 FILE_READERS = {"imagefolder": lambda root, size: folder_datasets("imagefolder", root, size),
@@ -49,7 +49,7 @@ def read_in_memory(name: str, root) -> tuple[TensorData, TensorData, tuple[str, 
         return (*load_cifar_split(name, root), cifar_class_names(name, root))
     if name == "tinyimagenet":
         return load_tinyimagenet_split(root)
-    return (*load_mnist_split(name, root), ())
+    return (*load_mnist_split(name, root), CLASS_NAMES[name])
 
 
 def _limit(data: TensorData, n: int) -> TensorData:

@@ -57,7 +57,8 @@ class ManifoldMixStep(MixStep):
     """One training step of Manifold Mixup: mixed forward pass, mixed cross-entropy.
 
     Args:
-        classifier: the model trained (its ``one`` head); a ``Classifier`` on a CIFAR ``ResNet``.
+        classifier: the model trained (its ``one`` head); a ``Classifier`` on any backbone of
+            ``models/`` (each mixes at the input of its stage k: ``forward(x, mix_at=k, mix_fn=f)``).
         mix_lambda: α of Beta(α, α).
         manifold_layers: S, the eligible layers (0 = the input, k = the output of stage k).
     """

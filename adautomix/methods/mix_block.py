@@ -95,9 +95,8 @@ class MixBlock(nn.Module):
         v = self.value(z_p).flatten(2).transpose(1, 2)  # B x HW x 1
         attn = torch.softmax(q @ k / math.sqrt(self.inter_channels), dim=-1)  # B x HW x HW
         m = (attn @ v).view(b, 1, h, w)
-        m = F.interpolate(m, **({"size": tuple(size)} if size is not None else {"scale_factor": self.scale_factor}),
-                          mode=self.upsample)
-        m = torch.sigmoid(m)
+        m = torch.sigmoid(F.interpolate(m, **({"size": tuple(size)} if size is not None else
+                                              {"scale_factor": self.scale_factor}), mode=self.upsample))
         return torch.cat([1 - m, m], dim=1)
 
 

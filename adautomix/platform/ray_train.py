@@ -44,9 +44,9 @@ from pathlib import Path
 
 from ..config import Config, ConfigError
 from ..data.datasets import DataError
-from ..models.pretrained import InitError
 from ..engine import (CHECKPOINT, Callback, CheckpointError, CheckpointWriteError, Trainer, check_run_dir,
                       write_config)
+from ..models.pretrained import InitError
 
 # Ray Train's own storage (its checkpoint copies and the run's snapshot) inside the run directory,
 # under a fixed run name, so that a second launch of the same run is restored by Ray Train itself.
