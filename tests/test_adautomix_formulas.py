@@ -19,6 +19,8 @@ from adautomix.methods.generator import MixGenerator
 from adautomix.methods.teacher import PUBLISHED_ITERATIONS, ema_momentum, scaled_schedule
 from adautomix.models.cifar_resnet import build_classifier
 
+from step_recorder import Recorder
+
 B, K, SIZE = 6, 5, 16
 
 
@@ -39,22 +41,6 @@ def make_step(seed: int = 0, **kwargs) -> AdAutoMixStep:
 def batch(seed: int = 3):
     g = torch.Generator().manual_seed(seed)
     return torch.randn(B, 3, SIZE, SIZE, generator=g), torch.randint(0, K, (B,), generator=g)
-
-
-class Recorder:
-    """Records the step's draws (λ^g, λ^c, π^g, π^c) and every mask its generator returns."""
-
-    def __init__(self, step: AdAutoMixStep):
-        self.masks: list[torch.Tensor] = []
-        self.draws = None
-        original = step.draw
-
-        def draw(*args):
-            self.draws = original(*args)
-            return self.draws
-
-        step.draw = draw
-        step.generator.register_forward_hook(lambda m, i, out: self.masks.append(out.detach().clone()))
 
 
 def ce(logits_row: torch.Tensor, label: int) -> torch.Tensor:

@@ -27,6 +27,7 @@ from adautomix.methods.mix_block import MixBlock, mask_loss
 from adautomix.methods.teacher import scaled_schedule
 from adautomix.models.cifar_resnet import build_classifier
 
+from step_recorder import Recorder
 from test_ray_train import two_workers_match_one_process
 
 # The callback below is defined in this module, which Ray's workers cannot import: ship by value.
@@ -58,22 +59,6 @@ def make_step(seed: int = 0, lam_concat: bool = False, **kwargs) -> AutoMixStep:
 def batch(seed: int = 3, b: int = B):
     g = torch.Generator().manual_seed(seed)
     return torch.randn(b, 3, SIZE, SIZE, generator=g), torch.randint(0, K, (b,), generator=g)
-
-
-class Recorder:
-    """Records the step's draws (λ^mb, λ^bb, π^mb, π^bb) and every mask its Mix Block returns."""
-
-    def __init__(self, step: AutoMixStep):
-        self.masks: list[torch.Tensor] = []
-        self.draws = None
-        original = step.draw
-
-        def draw(*args):
-            self.draws = original(*args)
-            return self.draws
-
-        step.draw = draw
-        step.generator.register_forward_hook(lambda m, i, out: self.masks.append(out.detach().clone()))
 
 
 # ------------------------------------------------------------------------ formulas by hand
