@@ -42,6 +42,12 @@ def test_paper_values_only_beside_matching_settings():
     assert paper_value("top1", {**CIFAR, "model.width": 0.5, "method.name": "adautomix"}) is None
     assert paper_value("top1", {**CIFAR, "data.name": "cifar10", "method.name": "adautomix"}) is None
     assert paper_value("eval_ece", {**CIFAR, "train.epochs": 200, "method.name": "adautomix"})["value"] == 3.2
+    tiny = {**CIFAR, "data.name": "tinyimagenet", "train.epochs": 400, "model.arch": "resnext50"}
+    assert paper_value("top1", {**tiny, "method.name": "automix"})["value"] == 70.72
+    assert paper_value("top1", {**tiny, "method.name": "mixup"}) is None  # not in the paper's table
+    imagenet = {**CIFAR, "data.name": "imagenet", "train.epochs": 100, "method.name": "adautomix"}
+    assert paper_value("top1", {**imagenet, "model.arch": "resnet50"})["value"] == 78.04
+    assert paper_value("top1", {**imagenet, "model.arch": "resnet18"}) is None
     digits = [record("vanilla", 0, 90.0, 2.0, setting={**CIFAR, "data.name": "digits"})]
     assert "paper" not in comparison.markdown_table(comparison.group(digits))
 
