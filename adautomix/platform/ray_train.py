@@ -166,17 +166,33 @@ def _worker_loop(config: dict) -> None:
         # set when Ray Train restarted the group after a failure, or a launch with this run's
         # name and storage finds the run's snapshot (a Tune trial continued by Tuner.restore)
         restored = ray.train.get_checkpoint()
+        own = Path(cfg.out_dir) / CHECKPOINT
         if restored is not None:
             with restored.as_directory() as folder:
-                trainer.load_checkpoint(Path(folder) / Path(CHECKPOINT).name)
+                trainer.load_checkpoint(_newest(Path(folder) / own.name, own))
         elif cfg.train.resume:
-            trainer.load_checkpoint(Path(cfg.out_dir) / CHECKPOINT)
+            trainer.load_checkpoint(own)
         trainer.fit()
     except (DataError, ConfigError, CheckpointError, CheckpointWriteError, InitError):
         # the driver prints these as one line; Ray Train would log the worker's traceback first
         logging.getLogger("ray.train.v2._internal.util").addFilter(
             lambda record: not record.getMessage().startswith("Error in training function"))
         raise
+
+
+def _newest(restored: Path, own: Path) -> Path:
+    """The later of Ray Train's copy of the checkpoint and rank 0's ``checkpoints/last.pt``: Ray
+    registers a reported checkpoint after the fact, so a run stopped (Ctrl-C, a dead driver) can
+    leave its snapshot an epoch or more behind the file rank 0 wrote at the end of each epoch."""
+    import torch
+
+    if not own.exists():
+        return restored
+
+    def epoch(path: Path) -> int:
+        return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["epoch"])
+
+    return own if epoch(own) > epoch(restored) else restored
 
 
 def _check_run_dir_visible(cfg: Config, launch: str) -> None:
