@@ -29,7 +29,7 @@ import yaml
 from . import accel
 from .config import Config, ConfigError, to_dict
 from .data.datasets import build_loaders
-from .data.gpu_loader import DeviceTensorLoader
+from .data.loaders import TensorLoader
 from .metrics import ProgressPrinter, top1_counts
 from .methods.registry import METHODS
 from .methods.teacher import PUBLISHED_ITERATIONS, PUBLISHED_MOMENTUM, scaled_schedule
@@ -209,7 +209,8 @@ class Trainer:
         compiled = accel.compile_step(self.step) if self.switches["compile"] else None
         if self.device.type == "cuda" or any(self.switches.values()):
             self.notes.append(accel.describe(self.switches, compiled,
-                                             isinstance(self.train_loader, DeviceTensorLoader)))
+                                             isinstance(self.train_loader, TensorLoader)
+                                             and self.train_loader.device.type != "cpu"))
         self.model = wrap(self.step) if wrap else self.step
         groups, floors = param_groups(cfg, self.step)
         self.params = [p for g in groups for p in g["params"]]

@@ -38,7 +38,7 @@ def _reflect(t: torch.Tensor, size: int) -> torch.Tensor:
     return torch.where(t > size - 1, 2 * (size - 1) - t, t)
 
 
-class DeviceTensorLoader:
+class DeviceTensorLoader(TensorLoader):
     """Batches of an in-memory split that lives on ``device``; the same batches as
     ``TensorLoader`` (same arguments) bit for bit, sharded the same way over ranks.
 
@@ -53,24 +53,11 @@ class DeviceTensorLoader:
 
     def __init__(self, data: TensorData, spec: DataSpec, batch_size: int, train: bool,
                  device: torch.device, seed: int = 0, rank: int = 0, world_size: int = 1):
-        self.spec, self.train, self.device = spec, train, device
-        self.batch_size, self.seed, self.rank, self.world_size = batch_size, seed, rank, world_size
-        self.epoch = 0
         _, _, h, w = data.images.shape
         if train and spec.crop_padding >= min(h, w):
             raise ValueError(f"crop padding {spec.crop_padding} needs images larger than {h}x{w}")
-        # the CPU pipeline's constants, made on the device the same way
-        self.mean = torch.tensor(spec.mean, device=device).view(1, 3, 1, 1) * 255
-        self.std = torch.tensor(spec.std, device=device).view(1, 3, 1, 1) * 255
-        self.images = data.images.to(device)
-        self.labels = data.labels.to(device)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        n = len(self.labels)
-        return n // self.batch_size if self.train else -(-n // self.batch_size)
+        # the images, labels and normalisation constants go to the device as TensorLoader's do
+        super().__init__(data, spec, batch_size, train, device, seed, rank, world_size)
 
     def _epoch_draws(self):
         """This rank's share of the epoch, drawn on the CPU as ``TensorLoader`` and
