@@ -22,10 +22,11 @@ global average pool, ConvNeXt's pool + LayerNorm, Swin's LayerNorm + pool.
 """
 from __future__ import annotations
 
-from typing import Callable
 
 import torch
 import torch.nn as nn
+
+from .cifar_resnet import StagedBackbone
 
 TORCHVISION_RESNETS = {"resnet18": "resnet18", "resnet34": "resnet34", "resnet50": "resnet50",
                        "resnext50": "resnext50_32x4d"}
@@ -33,43 +34,7 @@ TORCHVISION_RESNETS = {"resnet18": "resnet18", "resnet34": "resnet34", "resnet50
 HEAD_KEYS = {"resnet": ("fc.",), "convnext_t": ("classifier.2.",), "swin_t": ("head.",)}
 
 
-class _StagedBackbone(nn.Module):
-    """The shared forward: four stages, the stage-3 map kept, mixing at the input of a stage."""
-
-    def stage(self, k: int, h: torch.Tensor) -> torch.Tensor:
-        """Stage k = 1..4: h_{k-1} -> h_k, with h_0 the image; stage 1 includes the stem."""
-        raise NotImplementedError
-
-    def pool(self, h: torch.Tensor) -> torch.Tensor:
-        """h_4 -> B x out_channels."""
-        raise NotImplementedError
-
-    def feature_map(self, h: torch.Tensor) -> torch.Tensor:
-        """h_3 as B x C x H x W."""
-        return h
-
-    def forward(self, x: torch.Tensor, mix_at: int | None = None,
-                mix_fn: Callable[[torch.Tensor], torch.Tensor] | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Run the four stages; returns ``(stage3 B x C3 x h x w, pooled B x out_channels)``.
-
-        Args:
-            x: B x 3 x H x W images (h_0).
-            mix_at: k in 0..3: the hidden state h_k entering stage k+1 is replaced by
-                ``mix_fn(h_k)`` (k = 0: the images themselves); None: no mixing.
-            mix_fn: a function of a batch of hidden states that keeps their shape.
-        """
-        h, stage3 = x, None
-        for k in range(4):
-            if k == mix_at:
-                h = mix_fn(h)
-            h = self.stage(k + 1, h)
-            if k == 2:
-                stage3 = self.feature_map(h)
-        return stage3, self.pool(h)
-
-
-class TorchvisionResNet(_StagedBackbone):
+class TorchvisionResNet(StagedBackbone):
     """torchvision's ResNet / ResNeXt-50 32x4d (ImageNet stem), without ``fc``."""
 
     def __init__(self, arch: str = "resnet18", zero_init_residual: bool = True):
@@ -91,7 +56,7 @@ class TorchvisionResNet(_StagedBackbone):
         return h.mean(dim=(2, 3))
 
 
-class TorchvisionConvNeXt(_StagedBackbone):
+class TorchvisionConvNeXt(StagedBackbone):
     """torchvision's ConvNeXt-T without its last Linear; ``stem="cifar"``: 3x3 stride-1 stem."""
 
     def __init__(self, stem: str = "imagenet", drop_path: float | None = None):
@@ -116,7 +81,7 @@ class TorchvisionConvNeXt(_StagedBackbone):
         return self.classifier(self.avgpool(h))
 
 
-class TorchvisionSwin(_StagedBackbone):
+class TorchvisionSwin(StagedBackbone):
     """torchvision's Swin-T without ``head``; stages end with their patch merging (mmcls's count)."""
 
     STAGES = ((0, 1, 2), (3, 4), (5, 6), (7,))  # torchvision's ``features`` indices of stages 1..4
