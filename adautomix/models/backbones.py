@@ -22,7 +22,6 @@ global average pool, ConvNeXt's pool + LayerNorm, Swin's LayerNorm + pool.
 """
 from __future__ import annotations
 
-
 import torch
 import torch.nn as nn
 
