@@ -422,6 +422,20 @@ def read_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict:
         ) from None
 
 
+def newest_checkpoint(restored: Path, own: Path) -> Path:
+    """The later of a checkpoint Ray handed back (Tune's or Ray Train's copy) and the run's own
+    ``checkpoints/last.pt``: Ray records a reported checkpoint after the fact, so a run stopped
+    (Ctrl-C, a dead driver) can leave Ray's copy an epoch or more behind the file rank 0 wrote at
+    the end of each epoch."""
+    if not own.exists():
+        return restored
+
+    def epoch(path: Path) -> int:
+        return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["epoch"])
+
+    return own if epoch(own) > epoch(restored) else restored
+
+
 def summarize(history: list[dict], headline: str) -> dict:
     """``metrics.json``: final top-1, median of the last min(10, epochs), per-head top-1 (and
     the ``eval_*`` numbers of ``train.final_eval``)."""

@@ -31,7 +31,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..engine import CHECKPOINT, Trainer
+from ..engine import CHECKPOINT, Trainer, newest_checkpoint
 from ..evaluation import report
 from . import tracking
 from .ray_train import ReportEpochs, connect, train_with_ray
@@ -53,9 +53,12 @@ def run_trial(config: dict, study: Study, study_dir: str) -> None:
     if cfg.train.workers == 0:
         trainer = Trainer(cfg, callbacks=[ReportEpochs("tune"), *callbacks], quiet=True)
         checkpoint = tune.get_checkpoint()  # set when Tune continues the trial
+        own = Path(cfg.out_dir) / CHECKPOINT
         if checkpoint is not None:
             with checkpoint.as_directory() as folder:
-                trainer.load_checkpoint(Path(folder) / Path(CHECKPOINT).name)
+                trainer.load_checkpoint(newest_checkpoint(Path(folder) / own.name, own))
+        elif own.exists():  # a stop came before Tune recorded the trial's first checkpoint
+            trainer.load_checkpoint(own)
         trainer.fit()
         return
     from ray.tune.integration.ray_train import TuneReportCallback

@@ -45,7 +45,7 @@ from pathlib import Path
 from ..config import Config, ConfigError
 from ..data.datasets import DataError
 from ..engine import (CHECKPOINT, Callback, CheckpointError, CheckpointWriteError, Trainer, check_run_dir,
-                      write_config)
+                      newest_checkpoint, write_config)
 from ..models.pretrained import InitError
 
 # Ray Train's own storage (its checkpoint copies and the run's snapshot) inside the run directory,
@@ -169,7 +169,7 @@ def _worker_loop(config: dict) -> None:
         own = Path(cfg.out_dir) / CHECKPOINT
         if restored is not None:
             with restored.as_directory() as folder:
-                trainer.load_checkpoint(_newest(Path(folder) / own.name, own))
+                trainer.load_checkpoint(newest_checkpoint(Path(folder) / own.name, own))
         elif cfg.train.resume:
             trainer.load_checkpoint(own)
         trainer.fit()
@@ -178,21 +178,6 @@ def _worker_loop(config: dict) -> None:
         logging.getLogger("ray.train.v2._internal.util").addFilter(
             lambda record: not record.getMessage().startswith("Error in training function"))
         raise
-
-
-def _newest(restored: Path, own: Path) -> Path:
-    """The later of Ray Train's copy of the checkpoint and rank 0's ``checkpoints/last.pt``: Ray
-    registers a reported checkpoint after the fact, so a run stopped (Ctrl-C, a dead driver) can
-    leave its snapshot an epoch or more behind the file rank 0 wrote at the end of each epoch."""
-    import torch
-
-    if not own.exists():
-        return restored
-
-    def epoch(path: Path) -> int:
-        return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["epoch"])
-
-    return own if epoch(own) > epoch(restored) else restored
 
 
 def _check_run_dir_visible(cfg: Config, launch: str) -> None:
