@@ -1,7 +1,9 @@
 """``adautomix`` command line: ``train``, ``eval``, ``report`` and ``bench``.
 
 Bad input (config, data, run directory) ends with one line on stderr (one per bad config key) and
-exit code 2; Ctrl-C of ``train`` ends with one line naming the resume command and exit code 130.
+exit code 2; Ctrl-C of ``train`` ends with one line naming the resume command and exit code 130; a
+loss that becomes non-finite ends ``train`` with one line naming the epoch, iteration and term,
+and exit code 3.
 """
 from __future__ import annotations
 
@@ -17,12 +19,13 @@ from .presets import PRESETS
 from .presets import notes as preset_notes
 
 USAGE_ERROR = 2
+NON_FINITE = 3  # the loss became NaN or infinite: not bad input, not a crash
 INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a command stopped by Ctrl-C
 
 
 def _train(args: argparse.Namespace) -> int:
     from .data.datasets import DataError
-    from .engine import CheckpointError, CheckpointWriteError, RunExistsError, train
+    from .engine import CheckpointError, CheckpointWriteError, NonFiniteLossError, RunExistsError, train
     from .models.pretrained import InitError
 
     if args.list_presets:
@@ -64,6 +67,9 @@ def _train(args: argparse.Namespace) -> int:
             run([])
     except errors as err:
         return _fail(err)
+    except NonFiniteLossError as err:
+        print(f"adautomix: error: {err}", file=sys.stderr)
+        return NON_FINITE
     except KeyboardInterrupt:
         from .engine import CHECKPOINT
 

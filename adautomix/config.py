@@ -30,6 +30,7 @@ STEMS = ("auto", "cifar", "imagenet")
 OPTIMIZERS = ("sgd", "adamw")
 UPSAMPLE = ("bilinear", "nearest")
 LAM_MARGIN_RULES = ("authors", "openmixup")
+TEACHER_SOURCE_PASSES = ("auto", "single", "per_source")
 EMA_SCHEDULES = ("scaled", "published")
 TRANSPORT_SOLVERS = ("paper", "exact")
 DEVICES = ("auto", "cpu", "cuda")
@@ -90,6 +91,10 @@ class MethodConfig:
     lam_margin: float | None = None
     lam_margin_rule: str = "authors"  # one of LAM_MARGIN_RULES: whose plain-mixup condition
     random_n: bool = False  # draw N uniformly from 2..n_mix each step
+    # AdAutoMix: where the cosine term's source logits come from, one of TEACHER_SOURCE_PASSES:
+    # "single" = the clean pass re-indexed, "per_source" = N teacher passes on x[π_i] (the
+    # published code: independent drop-path draws), "auto" = per_source iff the teacher has drop-path
+    teacher_source_passes: str = "auto"
     # mask upsampling, one of UPSAMPLE; None = the method's default (AdAutoMix bilinear, AutoMix nearest)
     upsample: str | None = None
     ema_schedule: str = "scaled"  # one of EMA_SCHEDULES: "scaled" to the run's length, or "published"
@@ -166,6 +171,9 @@ class TrainConfig:
     # evaluation suites run on the headline model after the last epoch (rank 0): eval.json,
     # pictures, and their numbers in the last epoch's record (evaluation/suite.py)
     final_eval: list[str] = field(default_factory=list)
+    # fault injection for tests: "TERM@ITERATION" makes loss term TERM (and the total) NaN at
+    # that 0-based iteration of the run, to check that the run stops (README, "Numerics"); "" = off
+    inject_nonfinite: str = ""
 
 
 @dataclass
@@ -334,6 +342,8 @@ def validate(cfg: Config) -> Config:
            f"one of {', '.join(UPSAMPLE)}")
     _check(mt.lam_margin_rule in LAM_MARGIN_RULES, "method.lam_margin_rule", mt.lam_margin_rule,
            f"one of {', '.join(LAM_MARGIN_RULES)}")
+    _check(mt.teacher_source_passes in TEACHER_SOURCE_PASSES, "method.teacher_source_passes",
+           mt.teacher_source_passes, f"one of {', '.join(TEACHER_SOURCE_PASSES)}")
     _check(mt.ema_schedule in EMA_SCHEDULES, "method.ema_schedule", mt.ema_schedule,
            f"one of {', '.join(EMA_SCHEDULES)}")
     for key in ("momentum", "momentum_end"):
@@ -410,6 +420,8 @@ def validate(cfg: Config) -> Config:
     for i, suite in enumerate(t.final_eval):
         _check(suite in EVAL_SUITES, f"train.final_eval[{i}]", suite, f"one of {', '.join(EVAL_SUITES)}")
     _check(len(set(t.final_eval)) == len(t.final_eval), "train.final_eval", t.final_eval, "no suite twice")
+    _check(t.inject_nonfinite == "" or re.fullmatch(r"\w+@\d+", t.inject_nonfinite) is not None,
+           "train.inject_nonfinite", t.inject_nonfinite, "'' (off) or TERM@ITERATION, e.g. loss_amce@3")
     e = cfg.eval
     _check(0 <= e.seed <= SEED_MAX, "eval.seed", e.seed, f">= 0 and <= 2**32 - 1 ({SEED_MAX})")
     _check(0 <= e.fgsm_epsilon <= 1, "eval.fgsm_epsilon", e.fgsm_epsilon, "0..1 (pixel units; 8/255 = 0.0314)")

@@ -47,6 +47,11 @@ class CheckpointWriteError(RuntimeError):
     """A checkpoint could not be written (e.g. the disk is full); the previous one is intact."""
 
 
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite (past the generator's guards): the run stops before that
+    step's update, and its last checkpoint, written from finite weights, is kept."""
+
+
 class Callback:
     """The engine's hooks; a logger or reporter overrides the ones it needs (the rest do nothing).
 
@@ -225,6 +230,7 @@ class Trainer:
         self.progress = ProgressPrinter(cfg.train.epochs, enabled=rank == 0 and not quiet)
         self.autocast = dict(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.switches["bf16"])
         self.memory_format = torch.channels_last if self.switches["channels_last"] else torch.contiguous_format
+        self.inject_nonfinite = parse_injection(cfg.train.inject_nonfinite)
 
     # ---------------------------------------------------------------- checkpoints
     def state_dict(self) -> dict:
@@ -242,7 +248,26 @@ class Trainer:
         torch.set_rng_state(state["rng"])
         self.history = list(state["history"])
 
+    def _nonfinite(self, loss: torch.Tensor, parts: dict, batch_index: int) -> NonFiniteLossError:
+        """The one-line error for a non-finite loss at this step: the epoch, the iteration and
+        every non-finite term (the step's parts in their order, then the total)."""
+        values = {k: float(v.detach()) for k, v in {**parts, "loss": loss}.items()
+                  if torch.is_tensor(v) and v.numel() == 1}
+        terms = {k: v for k, v in values.items() if not math.isfinite(v)}
+        named = ", ".join(f"{k} = {v}" for k, v in terms.items())
+        kept = self.out / CHECKPOINT
+        last = (f"{kept} (epoch {int(read_checkpoint(kept)['epoch'])}) is kept" if kept.exists()
+                else "no checkpoint had been written")
+        return NonFiniteLossError(
+            f"non-finite loss in epoch {self.epoch + 1}, iteration {batch_index + 1} of "
+            f"{self.iters_per_epoch} (step {self.iteration + 1} of the run): {named}; the run stops "
+            f"before this step's update and {last}")
+
     def save_checkpoint(self, path: Path) -> None:
+        if not weights_finite(self.step):  # a NaN that passed the loss check: keep the last good file
+            raise NonFiniteLossError(
+                f"non-finite weights after epoch {self.epoch}: its checkpoint is not written; "
+                f"{path} {'holds the last good one' if path.exists() else 'was never written'}")
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         try:
@@ -276,8 +301,13 @@ class Trainer:
             self.step.iteration = self.iteration
             with torch.autocast(**self.autocast):
                 loss, parts = self.model(x, y)
+            if self.inject_nonfinite is not None and self.iteration == self.inject_nonfinite[1]:
+                loss, parts = inject_nonfinite(loss, parts, self.inject_nonfinite[0])
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            # one host sync per step, outside any compiled graph: no update from a non-finite loss
+            if not torch.isfinite(loss.detach()):
+                raise self._nonfinite(loss, parts, n)
             if self.cfg.train.grad_clip:
                 torch.nn.utils.clip_grad_norm_(self.params, self.cfg.train.grad_clip)
             self.optimizer.step()
@@ -395,14 +425,36 @@ class Trainer:
             return
         if not (self.epoch == self.cfg.train.epochs or (every and self.epoch % every == 0)):
             return
-        from .visualize import save_mixed_samples
+        from .visualize import one_per_class, save_mixed_samples
 
-        x, y = next(iter(self.test_loader))
+        x, y = one_per_class(self.test_loader)
         path = self.out / "pictures" / f"mixed_epoch{self.epoch:04d}.png"
-        save_mixed_samples(self.step, x[:6], y[:6], self.spec, path, self.epoch,
-                           title=getattr(self.step, "display_name", self.cfg.method.name))
+        stats = {k: v for k, v in self.history[-1].items() if k.startswith("mask_")}
+        save_mixed_samples(self.step, x, y, self.spec, path, self.epoch,
+                           title=getattr(self.step, "display_name", self.cfg.method.name), stats=stats or None)
         for cb in self.callbacks:
             cb.on_artifact(path)
+
+
+def weights_finite(module: nn.Module) -> bool:
+    """Whether every floating-point parameter and buffer of ``module`` is finite."""
+    tensors = [t for t in module.state_dict().values() if torch.is_tensor(t) and t.is_floating_point()]
+    return bool(torch.stack([t.isfinite().all() for t in tensors]).all()) if tensors else True
+
+
+def parse_injection(spec: str) -> tuple[str, int] | None:
+    """``train.inject_nonfinite`` ("TERM@ITERATION", a fault-injection hook for tests) as
+    (term, 0-based iteration of the run), or None when off ("")."""
+    if not spec:
+        return None
+    term, _, at = spec.partition("@")
+    return term, int(at)
+
+
+def inject_nonfinite(loss: torch.Tensor, parts: dict, term: str) -> tuple[torch.Tensor, dict]:
+    """The step's loss and parts as if ``term`` had become NaN (the total with it)."""
+    nan = torch.tensor(float("nan"), device=loss.device)
+    return loss + nan, {**parts, term: parts.get(term, nan) + nan}
 
 
 def read_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict:

@@ -6,10 +6,44 @@ from pathlib import Path
 import torch
 
 TILE_INCHES, DPI = 1.5, 100  # 150-pixel tiles
+COLUMNS = 8  # mixed samples per picture
+MASK_MEASURES = {"mask_std": "spatial std {:.3g}", "mask_major": "one source > 0.5 on {:.1%} of pixels",
+                 "mask_lam_gap": "|M - λ| {:.3g}"}
+
+
+def one_per_class(batches, k: int = COLUMNS) -> tuple[torch.Tensor, torch.Tensor]:
+    """Up to ``k`` images of different classes, in the order the batches give them (a test
+    loader's first batch can hold a single class); topped up with further images when the data
+    has fewer than ``k`` classes.
+
+    Args:
+        batches: iterable of (B x 3 x H x W images, B labels).
+
+    Returns:
+        (k' x 3 x H x W, k' labels), k' <= k.
+    """
+    chosen, spare = [], []
+    seen: set[int] = set()
+    for x, y in batches:
+        for image, label in zip(x, y):
+            (spare if int(label) in seen else chosen).append((image, label))
+            seen.add(int(label))
+            if len(chosen) == k:
+                break
+        if len(chosen) == k:
+            break
+    picked = chosen + spare[:k - len(chosen)]
+    return torch.stack([p[0] for p in picked]), torch.stack([p[1] for p in picked])
+
+
+def measures_line(stats: dict[str, float]) -> str:
+    """The mask measures (``learned_mix.mask_stats``) as the picture's second title line."""
+    shown = [fmt.format(float(stats[k])) for k, fmt in MASK_MEASURES.items() if k in stats]
+    return "masks: " + ", ".join(shown) if shown else ""
 
 
 def save_mixed_samples(step, x: torch.Tensor, y: torch.Tensor, spec, path: Path, epoch: int,
-                       title: str = "AdAutoMix") -> Path:
+                       title: str = "AdAutoMix", stats: dict[str, float] | None = None) -> Path:
     """One PNG: a column per mixed sample; rows: its N sources (class names; λ_i per row), their masks
     (white = 1) and the mixed image, under a title with the epoch and N.
 
@@ -21,7 +55,12 @@ def save_mixed_samples(step, x: torch.Tensor, y: torch.Tensor, spec, path: Path,
         path: the PNG to write.
         epoch: the epoch shown in the title.
         title: the method's name in the title.
+        stats: the epoch's mask measures (``mask_std``, ``mask_major``, ``mask_lam_gap``: training
+            means, how far the masks are from plain mixup), shown under the title; None: the
+            measures of the masks drawn here.
     """
+    from .methods.learned_mix import mask_stats
+
     import matplotlib
 
     matplotlib.use("Agg")
@@ -61,7 +100,13 @@ def save_mixed_samples(step, x: torch.Tensor, y: torch.Tensor, spec, path: Path,
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.suptitle(f"{title} mixed samples, epoch {epoch}, N = {n}", fontsize=11)
+    if stats is None:
+        stats = {k: float(v) for k, v in mask_stats(masks, lam).items()}
+        where = "these samples"
+    else:
+        where = "epoch mean"
+    fig.suptitle(f"{title} mixed samples, epoch {epoch}, N = {n}\n{measures_line(stats)} ({where})",
+                 fontsize=11)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=DPI)

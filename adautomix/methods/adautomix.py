@@ -26,9 +26,9 @@ from torch.profiler import record_function
 
 from ..models.cifar_resnet import Classifier
 from .generator import MixGenerator
-from .learned_mix import LearnedMixStep, mix_images
+from .learned_mix import LearnedMixStep, mask_stats, mix_images
 from .mixing import Targets, mixed_cross_entropy
-from .teacher import BatchNormRecorder
+from .teacher import BatchNormRecorder, has_drop_path
 
 
 def _label(name: str):
@@ -56,6 +56,12 @@ class AdAutoMixStep(LearnedMixStep):
             later copy, whose N > 2 test is λ_1 <= margin or margin < 1-λ_1 (true for almost
             every draw, so its classifier branch is almost always plain mixup).
         momentum, momentum_end, momentum_warmup: the EMA schedule (``teacher.ema_momentum``).
+        teacher_source_passes: the cosine term's teacher logits on the N sources: ``"single"``
+            re-indexes the clean pass (exact without drop-path: a source batch is a permutation
+            of the clean one), ``"per_source"`` runs the teacher on each x[π_i] after the
+            generated-mix pass as the published code does (independent drop-path draws; the
+            BatchNorm replay is then not needed), ``"auto"``: per_source iff the model has
+            drop-path (the Swin-T and ConvNeXt-T presets).
     """
 
     display_name = "AdAutoMix"
@@ -65,15 +71,20 @@ class AdAutoMixStep(LearnedMixStep):
                  use_ce: bool = True, use_mce: bool = True, use_cos: bool = True,
                  use_ema: bool = True, adversarial: bool = True, lam_margin: float = 0.03,
                  lam_margin_rule: str = "authors", random_n: bool = False,
-                 momentum: float = 0.999, momentum_end: float = 0.999999, momentum_warmup: float = 0.1):
+                 momentum: float = 0.999, momentum_end: float = 0.999999, momentum_warmup: float = 0.1,
+                 teacher_source_passes: str = "auto"):
         super().__init__(classifier, generator, n_mix=n_mix, mix_lambda=mix_lambda, use_ema=use_ema,
                          lam_margin=lam_margin, lam_margin_rule=lam_margin_rule, random_n=random_n,
                          momentum=momentum, momentum_end=momentum_end, momentum_warmup=momentum_warmup)
         self.alpha = alpha  # α
         self.beta = beta  # β
         self.use_ce, self.use_mce, self.use_cos, self.adversarial = use_ce, use_mce, use_cos, adversarial
+        self.per_source = (teacher_source_passes == "per_source"
+                           or (teacher_source_passes == "auto" and has_drop_path(classifier)))
         # records the teacher's clean-pass BatchNorm statistics, replayed N times after each step
-        self.teacher_bn = BatchNormRecorder(self.teacher.model) if self.teacher is not None else None
+        # (with per-source passes the teacher makes those N updates itself)
+        self.teacher_bn = (BatchNormRecorder(self.teacher.model)
+                           if self.teacher is not None and not self.per_source else None)
 
     @classmethod
     def from_config(cls, classifier: Classifier, m) -> "AdAutoMixStep":
@@ -84,7 +95,8 @@ class AdAutoMixStep(LearnedMixStep):
                    mix_lambda=m.mix_lambda, use_ce=m.use_ce, use_mce=m.use_mce, use_cos=m.use_cos,
                    use_ema=m.use_ema, adversarial=m.adversarial, lam_margin=m.lam_margin,
                    lam_margin_rule=m.lam_margin_rule, random_n=m.random_n,
-                   momentum=m.momentum, momentum_end=m.momentum_end, momentum_warmup=m.momentum_warmup)
+                   momentum=m.momentum, momentum_end=m.momentum_end, momentum_warmup=m.momentum_warmup,
+                   teacher_source_passes=m.teacher_source_passes)
 
     # ------------------------------------------------------------------ steps 1-7
     def losses(self, x: torch.Tensor, y: torch.Tensor):
@@ -149,7 +161,7 @@ class AdAutoMixStep(LearnedMixStep):
 
         # 6. classifier loss: L_amce + (1-α)·L_ce + α·L_mce  (N = 2: L_amce + L_ce); q's passes in
         # the published order (clean, linear mix, generated mix): it sets q's BatchNorm statistics
-        parts = {}
+        parts = mask_stats(masks_g, lam_g)  # §4: how far G's masks are from plain mixup
         mce_on = self.use_mce and n > 2  # the published code adds L_mce only when N > 2
         with _label("adautomix.classifier"):
             loss_cls = x.new_zeros((), dtype=torch.float32)
@@ -170,14 +182,20 @@ class AdAutoMixStep(LearnedMixStep):
         with _label("adautomix.teacher_mix"):
             logits_g = self._frozen_mix_head(self._frozen_backbone(x_mix_g)[1])
         loss_g = mixed_cross_entropy(logits_g, targets_g)
+        if self.per_source:  # the published N passes on x[π_i], each with its own drop-path draw
+            with torch.no_grad(), _label("adautomix.teacher_sources"):
+                per_source = [self._frozen_mix_head(self._frozen_backbone(x[p])[1]) for p in perms_g]
+        else:  # one draw: the clean pass's logits, re-indexed
+            per_source = [source_logits[p] for p in perms_g]
         cos = x.new_zeros((), dtype=torch.float32)
         if self.use_cos:
-            sims = torch.stack([F.cosine_similarity(logits_g.float(), source_logits[p].float(), dim=-1)
-                                for p in perms_g], dim=1)  # B x N
+            sims = torch.stack([F.cosine_similarity(logits_g.float(), logits_i.float(), dim=-1)
+                                for logits_i in per_source], dim=1)  # B x N
             cos = (sims * lam_g).sum(dim=1).mean()
             parts["cos"] = cos.detach()
-        # adversarial: push the teacher's loss up, kept near the sources by the cosine term;
-        # a selection rather than an `if`, so that one compiled graph serves both kinds of step
+        # adversarial: push the teacher's loss up (−β·L_g); minimising +(1−β)·cos pushes the mix's
+        # logits AWAY from the sources' (lower similarity), as the published code does; a
+        # selection rather than an `if`, so that one compiled graph serves both kinds of step
         loss_gen = torch.where(adversarial, -self.beta * loss_g + (1 - self.beta) * cos, loss_g)
         parts.update(loss_gen_ce=loss_g.detach(), loss_gen=loss_gen.detach(), loss_cls=loss_cls.detach())
         return loss_cls, loss_gen, parts

@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 
 from ..models.cifar_resnet import Classifier
-from .learned_mix import LearnedMixStep, mix_images
+from .learned_mix import LearnedMixStep, mask_stats, mix_images
 from .mix_block import MixBlock, mask_loss
 from .mixing import Targets, mixed_cross_entropy
 
@@ -117,4 +117,6 @@ class AutoMixStep(LearnedMixStep):
         loss_gen = loss_mix_k + self.mask_loss_weight * loss_mask
         parts = {"loss_one_q": loss_one_q, "loss_mix_q": loss_mix_q, "loss_mix_k": loss_mix_k,
                  "loss_mask": loss_mask, "loss_cls": loss_cls, "loss_gen": loss_gen}
-        return loss_cls, loss_gen, {k: v.detach() for k, v in parts.items()}
+        parts = {k: v.detach() for k, v in parts.items()}
+        parts.update(mask_stats(masks_g, lam_g))  # how far the Mix Block's masks are from plain mixup
+        return loss_cls, loss_gen, parts

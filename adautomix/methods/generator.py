@@ -12,6 +12,19 @@ The N maps are upsampled to the image size and normalised by a softmax across N,
 pixel's N mask values are >= 0 and sum to 1. The convolutions are shared by all sources, so one
 generator mixes any N >= 2. Parameter names follow the published ``AdaptiveMask`` of OpenMixup
 (``conv_q.conv.*``, ``conv_k.conv.*``, ``conv_v.*``) so its trained weights load unchanged.
+
+Numerics, as the published ``AdaptiveMask`` guards them (README, "Numerics"):
+
+- fp32 under mixed precision: the authors cast q and k to float32 for q·kᵀ, the softmax and
+  A·v. Here the whole block (its three 1x1 convs included) runs with autocast off on float32
+  inputs, so a bf16 run (``train.bf16``) gets the fp32 masks.
+- Infinities in the attention logits are clamped to ±1e25 before the scaling and the softmax
+  (the authors clamp when any entry is infinite; clamping always differs only for finite
+  logits beyond 1e25, which the softmax already saturates on).
+- A NaN in the N maps m_i (before upsampling) falls back to a constant: 0.3 for N > 2, and for
+  N = 2 1e-4 for the first map and 1e4 for the second (the authors' values, so a NaN pixel of a
+  2-mix goes to the partner). ``torch.where`` rather than an ``if``, so one compiled graph
+  serves every step.
 """
 from __future__ import annotations
 
@@ -20,6 +33,18 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+ATTENTION_CLAMP = 1e25  # the authors' bound for infinite attention logits
+NAN_FALLBACK = 0.3  # a NaN map value for N > 2 (the authors' co-mix fallback)
+NAN_FALLBACK_PAIR = (1e-4, 1e4)  # N = 2: the first and the second map's fallback
+
+
+def _nan_fallback(masks: torch.Tensor) -> torch.Tensor:
+    """``masks`` (B x N x h x w) with every NaN replaced by the authors' constant for N."""
+    n = masks.shape[1]
+    fill = (torch.tensor(NAN_FALLBACK_PAIR, dtype=masks.dtype, device=masks.device).view(1, 2, 1, 1)
+            if n == 2 else masks.new_full((1, n, 1, 1), NAN_FALLBACK))
+    return torch.where(torch.isnan(masks), fill, masks)
 
 
 class _ConvReLU(nn.Module):
@@ -73,7 +98,12 @@ class MixGenerator(nn.Module):
         Returns:
             B x N x H x W masks, >= 0, summing to 1 over N at every pixel.
         """
-        z = torch.stack(features, dim=1).float()  # B x N x C x h x w
+        # fp32 even under bf16 autocast (the authors' rule for this block; module docstring)
+        with torch.autocast(device_type=features[0].device.type, enabled=False):
+            return self._masks(torch.stack(features, dim=1).float(), lam, size)
+
+    def _masks(self, z: torch.Tensor, lam, size) -> torch.Tensor:
+        """``forward`` on the stacked B x N x C x h x w float32 features, autocast off."""
         b, n, c, h, w = z.shape
         if self.lam_concat:
             lam_t = torch.as_tensor(lam, dtype=z.dtype, device=z.device).view(1, n, 1, 1, 1)
@@ -83,8 +113,9 @@ class MixGenerator(nn.Module):
         k = self.conv_k(flat).view(b, n, self.inter_channels, h * w)  # B x N x C/2 x HW
         v = self.conv_v(flat).view(b, n, h * w, 1)  # B x N x HW x 1
         k_others = k.sum(dim=1, keepdim=True) - k  # Σ_{j≠i} k_j, so q_i Σ k_jᵀ = Σ q_i k_jᵀ
-        attn = torch.softmax(q @ k_others / math.sqrt(self.inter_channels), dim=-1)  # B x N x HW x HW
-        masks = (attn @ v).view(b, n, h, w)
+        logits = (q @ k_others).clamp(-ATTENTION_CLAMP, ATTENTION_CLAMP)  # ±inf -> ±1e25; NaN stays
+        attn = torch.softmax(logits / math.sqrt(self.inter_channels), dim=-1)  # B x N x HW x HW
+        masks = _nan_fallback((attn @ v).view(b, n, h, w))
         masks = F.interpolate(masks, **({"size": tuple(size)} if size is not None else
                                         {"scale_factor": self.scale_factor}), mode=self.upsample)
         return masks.softmax(dim=1)

@@ -47,6 +47,29 @@ def mix_images(masks: torch.Tensor, sources: torch.Tensor) -> torch.Tensor:
     return (masks.unsqueeze(2).to(sources.dtype) * sources).sum(dim=1)
 
 
+@torch.no_grad()
+def mask_stats(masks: torch.Tensor, lam: torch.Tensor) -> dict[str, torch.Tensor]:
+    """How far generated masks are from plain mixup (constant masks M_i = λ_i), logged per epoch.
+
+    - ``mask_std``: the spatial std of each mask (per sample and source, over H x W), averaged;
+      0 for plain mixup, about 0.5 for a hard binary cut.
+    - ``mask_major``: the share of pixels where one source holds more than half of the pixel;
+      for plain mixup 1 if some λ_i > 0.5, else 0.
+    - ``mask_lam_gap``: mean |M_i − λ_i| over samples, sources and pixels; 0 for plain mixup.
+
+    Args:
+        masks: B x N x H x W masks (summing to 1 over N); lam: the N ratios λ_i.
+
+    Returns:
+        the three measures as 0-dim float tensors (on the masks' device: no host sync).
+    """
+    m = masks.detach().float()
+    n = m.shape[1]
+    return {"mask_std": m.flatten(2).std(dim=2).mean(),
+            "mask_major": (m.amax(dim=1) > 0.5).float().mean(),
+            "mask_lam_gap": (m - lam.detach().float().view(1, n, 1, 1)).abs().mean()}
+
+
 class LearnedMixStep(nn.Module):
     """The shared skeleton of a learned-mask step module (see the module docstring).
 

@@ -133,7 +133,7 @@ METHODS: dict[str, Method] = {m.name: m for m in [
     Method("adautomix", "Qin et al., ICLR 2024, https://arxiv.org/abs/2312.11954", 1.0, _adautomix,
            params=("n_mix", "alpha", "beta", "use_ce", "use_mce", "use_cos", "use_ema", "adversarial",
                    "lam_concat", "lam_margin", "lam_margin_rule", "random_n", "upsample",
-                   "ema_schedule", "momentum", "momentum_end", "momentum_warmup"),
+                   "teacher_source_passes", "ema_schedule", "momentum", "momentum_end", "momentum_warmup"),
            needs=frozenset({"teacher", "generator"}),
            defaults={"lam_margin": 0.03, "upsample": "bilinear"}),  # the authors' CIFAR configs
     Method("automix", "Liu et al., ECCV 2022, https://arxiv.org/abs/2103.13027", 2.0, _automix,

@@ -48,6 +48,13 @@ def ema_momentum(t: int, total: int, start: float = 0.999, end: float = 0.999999
     return end - (end - start) * (math.cos(math.pi * t / total) + 1) / 2
 
 
+def has_drop_path(model: nn.Module) -> bool:
+    """Whether ``model`` holds stochastic depth with a drop rate > 0 (torchvision's
+    ``StochasticDepth`` in Swin-T and ConvNeXt-T, or a timm-style ``DropPath``)."""
+    return any(type(m).__name__ in ("StochasticDepth", "DropPath")
+               and float(getattr(m, "p", getattr(m, "drop_prob", 0.0)) or 0.0) > 0 for m in model.modules())
+
+
 class EMATeacher(nn.Module):
     """An exact copy of ``student`` that never receives gradients and follows it by EMA."""
 

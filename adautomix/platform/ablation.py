@@ -31,7 +31,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..engine import CHECKPOINT, Trainer, newest_checkpoint
+from ..engine import CHECKPOINT, NonFiniteLossError, Trainer, newest_checkpoint
 from ..evaluation import report
 from . import tracking
 from .ray_train import ReportEpochs, connect, train_with_ray
@@ -362,12 +362,21 @@ def _records(study: Study, grid, incomplete: bool) -> tuple[list[dict], list[str
                    if isinstance(v, (int, float)) and not isinstance(v, bool)}
         finished = _finished(study, result.config, metrics)
         if result.error is not None:
-            failed.append(f"{trial.name}: {type(result.error).__name__}; see {result.path}")
+            failed.append(f"{trial.name}: {_error_line(result.error)}; see {result.path}")
         elif "epoch" in metrics and (finished or not incomplete):
             records.append({"setting": trial.setting, "seed": trial.seed, "key": trial.key,
                             "status": "finished" if finished else "stopped_early",
                             "epochs_done": int(metrics["epoch"]), "metrics": metrics})
     return records, failed
+
+
+def _error_line(error: BaseException) -> str:
+    """A failed trial's error as the study reports it: its type, and for a run that stopped
+    itself with a one-line reason (a non-finite loss) that reason."""
+    seen = error
+    while seen is not None and not isinstance(seen, NonFiniteLossError):
+        seen = getattr(seen, "cause", None) or seen.__cause__  # Ray's RayTaskError keeps .cause
+    return f"{type(seen).__name__}: {seen}" if seen is not None else type(error).__name__
 
 
 def _best_key(study: Study, records: list[dict]) -> str | None:

@@ -44,8 +44,8 @@ from pathlib import Path
 
 from ..config import Config, ConfigError
 from ..data.datasets import DataError
-from ..engine import (CHECKPOINT, Callback, CheckpointError, CheckpointWriteError, Trainer, check_run_dir,
-                      newest_checkpoint, write_config)
+from ..engine import (CHECKPOINT, Callback, CheckpointError, CheckpointWriteError, NonFiniteLossError, Trainer,
+                      check_run_dir, newest_checkpoint, write_config)
 from ..models.pretrained import InitError
 
 # Ray Train's own storage (its checkpoint copies and the run's snapshot) inside the run directory,
@@ -173,7 +173,7 @@ def _worker_loop(config: dict) -> None:
         elif cfg.train.resume:
             trainer.load_checkpoint(own)
         trainer.fit()
-    except (DataError, ConfigError, CheckpointError, CheckpointWriteError, InitError):
+    except (DataError, ConfigError, CheckpointError, CheckpointWriteError, NonFiniteLossError, InitError):
         # the driver prints these as one line; Ray Train would log the worker's traceback first
         logging.getLogger("ray.train.v2._internal.util").addFilter(
             lambda record: not record.getMessage().startswith("Error in training function"))
@@ -497,8 +497,8 @@ def train_with_ray(cfg: Config, address: str | None = None, callbacks: list[Call
                 shutil.rmtree(out / RAY_STORAGE, ignore_errors=True)
                 _remove_if_empty(out)
             raise bad.with_traceback(None) from None
-        written = _worker_error(err, CheckpointWriteError)
-        if written is not None:  # the disk is full: the message says what to do
+        written = _worker_error(err, (CheckpointWriteError, NonFiniteLossError))
+        if written is not None:  # the disk is full, the loss non-finite: the message says it all
             raise written.with_traceback(None) from None
         hint = ""
         if (out / CHECKPOINT).exists():
