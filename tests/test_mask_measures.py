@@ -59,6 +59,7 @@ def test_each_epoch_record_carries_the_epochs_mean_of_the_measures(tmp_path, met
     seen = []
 
     def recording(masks, lam):
+        assert masks.requires_grad  # the generator branch's masks (the classifier branch's are detached)
         seen.append(by_hand(masks.detach(), [float(v) for v in lam]))
         return mask_stats(masks, lam)
 

@@ -374,9 +374,13 @@ def _error_line(error: BaseException) -> str:
     """A failed trial's error as the study reports it: its type, and for a run that stopped
     itself with a one-line reason (a non-finite loss) that reason."""
     seen = error
-    while seen is not None and not isinstance(seen, NonFiniteLossError):
-        seen = getattr(seen, "cause", None) or seen.__cause__  # Ray's RayTaskError keeps .cause
-    return f"{type(seen).__name__}: {seen}" if seen is not None else type(error).__name__
+    while seen is not None:
+        cause = getattr(seen, "cause", None) or seen.__cause__  # Ray's RayTaskError keeps .cause
+        # RayTaskError(NonFiniteLossError) is an instance too, but its text is the traceback
+        if isinstance(seen, NonFiniteLossError) and not isinstance(cause, NonFiniteLossError):
+            return f"NonFiniteLossError: {seen}"
+        seen = cause
+    return type(error).__name__
 
 
 def _best_key(study: Study, records: list[dict]) -> str | None:
