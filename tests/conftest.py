@@ -77,25 +77,31 @@ LANE_PATTERNS = {
 }
 
 
-def _code_of(item) -> str:
-    """The code of the test, of the test-module fixtures it uses and of the helpers they call that
-    live in tests/ (followed to any depth), without docstrings and comments: a helper that runs the
-    CLI puts its callers in e2e. conftest.py's fixtures count by LANE_FIXTURES alone."""
-    tests = Path(__file__).parent
-    todo = [item.function] + [d.func for defs in item._fixtureinfo.name2fixturedefs.values() for d in defs
-                              if Path(inspect.getsourcefile(d.func) or "").parent == tests
-                              and Path(inspect.getsourcefile(d.func)).name != "conftest.py"]
-    seen, parts = set(), []
+def lanes_of(functions: list, fixturenames: list[str]) -> set[str]:
+    """The lanes of a test: by the fixtures it uses (``fixturenames``, all of them, conftest's
+    included), and by the code of ``functions`` (the test and its test-module fixtures) and of the
+    helpers under tests/ that they call, followed to any depth, without docstrings and comments:
+    a helper that runs the CLI puts its callers in e2e."""
+    lanes = {LANE_FIXTURES[f] for f in fixturenames if f in LANE_FIXTURES}
+    code = _code_of(functions)
+    return lanes | {lane for lane, pattern in LANE_PATTERNS.items() if pattern.search(code)}
+
+
+def _in_tests(func) -> bool:
+    path = inspect.getsourcefile(func)
+    return path is not None and Path(path).parent == Path(__file__).parent
+
+
+def _code_of(functions: list) -> str:
+    todo, seen, parts = list(functions), set(), []
     while todo:
         func = inspect.unwrap(todo.pop())
-        if func in seen or not inspect.isfunction(func):
+        if func in seen or not inspect.isfunction(func) or not _in_tests(func):
             continue
         seen.add(func)
         try:
-            if Path(inspect.getsourcefile(func)).parent != tests:
-                continue
             code = _without_docs(inspect.getsource(func))
-        except (OSError, TypeError, SyntaxError):
+        except (OSError, SyntaxError):
             continue
         parts.append(code)
         names = set(re.findall(r"\b([A-Za-z_]\w*)\(", code))
@@ -119,10 +125,9 @@ def _without_docs(code: str) -> str:
 def pytest_collection_modifyitems(config, items):
     """Puts each test in its lanes (above); skips tests marked ``cuda`` without a CUDA device."""
     for item in items:
-        lanes = {LANE_FIXTURES[f] for f in item.fixturenames if f in LANE_FIXTURES}
-        code = _code_of(item)
-        lanes |= {lane for lane, pattern in LANE_PATTERNS.items() if pattern.search(code)}
-        for lane in sorted(lanes - set(item.keywords)):
+        fixtures = [d.func for defs in item._fixtureinfo.name2fixturedefs.values() for d in defs
+                    if Path(inspect.getsourcefile(d.func) or "").name != "conftest.py"]  # conftest's: by name
+        for lane in sorted(lanes_of([item.function, *fixtures], item.fixturenames) - set(item.keywords)):
             item.add_marker(lane)
     if torch.cuda.is_available():
         return
