@@ -172,8 +172,12 @@ def methods_page() -> str:
 
 
 def index_page() -> str:
-    """The README as the site's front page: links into ``docs/`` become links within the site."""
-    return (REPO / "README.md").read_text().replace("](docs/", "](")
+    """The README as the site's front page: links into ``docs/`` become links within the site, and
+    the reference pages, which exist only in the site, are linked."""
+    reference = ("generated from the code when the site is built: [config keys](reference/config.md), "
+                 "[presets](reference/presets.md), [methods](reference/methods.md)")
+    text = (REPO / "README.md").read_text().replace("](docs/", "](")
+    return text.replace("generated from the code when the site is built: config keys, presets, methods", reference)
 
 
 PAGES = {"index.md": index_page, "reference/config.md": config_page,

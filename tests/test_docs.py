@@ -140,3 +140,11 @@ def test_the_generated_preset_and_method_pages_name_each_preset_and_method():
     presets, methods = gen_pages.presets_page(), gen_pages.methods_page()
     assert re.findall(r"^## `([\w-]+)`", presets, re.M) == list(PRESETS)
     assert re.findall(r"^\| `(\w+)` \|", methods, re.M) == list(METHODS)
+
+
+def test_the_front_page_is_the_readme_with_site_links():
+    page = gen_pages.index_page()
+    assert page.startswith((REPO / "README.md").read_text().splitlines()[0])
+    assert "](docs/" not in page
+    for uri in ("reference/config.md", "reference/presets.md", "reference/methods.md"):
+        assert f"]({uri})" in page, uri
