@@ -137,10 +137,12 @@ def test_csv_has_the_same_statistics_one_line_per_setting(tmp_path):
     mixup = lines[1]
     assert float(mixup["top1_mean"]) == pytest.approx(np.mean(TOP1["mixup"]), rel=1e-5)
     assert float(mixup["top1_std"]) == pytest.approx(np.std(TOP1["mixup"], ddof=1), rel=1e-5)
-    assert (float(mixup["top1_ci_low"]), float(mixup["top1_ci_high"])) == pytest.approx(t_interval(TOP1["mixup"]), rel=1e-5)
+    ci = float(mixup["top1_ci_low"]), float(mixup["top1_ci_high"])
+    assert ci == pytest.approx(t_interval(TOP1["mixup"]), rel=1e-5)
     ref = sp.ttest_rel(TOP1["mixup"], TOP1["vanilla"])
     assert float(mixup["p"]) == pytest.approx(ref.pvalue, rel=1e-5) and mixup["test"] == "paired"
     assert float(mixup["delta_ci_low"]) == pytest.approx(ref.confidence_interval(0.95).low, rel=1e-5)
+    assert float(mixup["p_holm"]) == pytest.approx(min(1, 2 * ref.pvalue), rel=1e-5)  # the smaller of two p
     assert mixup["verdict"] == "worse" and lines[0]["test"] == "reference" and lines[0]["n"] == "3"
 
 

@@ -65,6 +65,7 @@ def figure(table: Table, title: str, log_keys: tuple[str, ...] = ()):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     m = table.metric
     rows = [r for r in table.rows if m in r["stats"]]
@@ -80,13 +81,15 @@ def figure(table: Table, title: str, log_keys: tuple[str, ...] = ()):
             ax.plot(c["epoch"], c["mean"], color=colors[name], label=name, lw=1.6)
             ax.fill_between(c["epoch"], c["low"], c["high"], color=colors[name], alpha=0.2, lw=0)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(f"{metric} (%)" if metric.startswith("top1") else metric)
         ax.set_title(f"{metric} per epoch: mean and 95 % CI over seeds", fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, frameon=False)
     _final_panel(axes[0][-1], table, rows, colors)
     n = max((len(r["seeds"]) for r in rows), default=0)
-    fig.suptitle(f"{title}: {m}, {n} seed(s) per setting", fontsize=10)
+    fig.suptitle(f"{title}: {m}, {n} seed(s) per setting" + ("; one seed has no CI" if n < 2 else ""),
+                 fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -108,6 +111,7 @@ def _final_panel(ax, table: Table, rows: list[dict], colors: dict[str, str]) -> 
             ax.errorbar([i], [mean], yerr=[[errors[0][i]], [errors[1][i]]], fmt="o", capsize=4,
                         color=colors[r["label"]])
         ax.set_xticks(range(len(rows)), [r["label"] for r in rows], rotation=20 if len(rows) > 4 else 0)
+        ax.set_xlim(-0.5, len(rows) - 0.5)
         ax.set_xlabel(", ".join(short_key(k) for k in table.keys))
     ax.set_ylabel(f"final {m} (%)" if m.startswith(("top1", "eval_")) else f"final {m}")
     ax.set_title("final value: mean and 95 % CI over seeds", fontsize=9)

@@ -252,14 +252,14 @@ def notes(table: Table, shown: list[dict]) -> list[str]:
 
 def write_csv(path: Path, table: Table) -> Path:
     """One line per setting: its keys, n, the headline metric's mean, std, CI, Δ, its CI, the
-    test, p and the verdict, then mean, std and CI of every other metric (every ``eval_*`` one
+    test, p, p after Holm's correction (empty without it) and the verdict, then mean, std and CI of every other metric (every ``eval_*`` one
     included) and, where the paper has one, its value and the difference."""
     m, cols = table.metric, columns(table)
     present = {c for r in table.rows for c in r["stats"]}
     cols += sorted(c for c in present if c.startswith("eval_") and c not in cols and c != m)
     papered = {c for r in table.rows for c in [m, *cols] if paper_value(c, r["setting"])}
     header = [*table.keys, "n", "stopped_early", f"{m}_mean", f"{m}_std", f"{m}_ci_low", f"{m}_ci_high"]
-    header += ["delta", "delta_ci_low", "delta_ci_high", "test", "p", "p_holm" if table.holm else "p_adjusted", "verdict"]
+    header += ["delta", "delta_ci_low", "delta_ci_high", "test", "p", "p_holm", "verdict"]
     header += [f"{m}_paper", f"{m}_diff"] if m in papered else []
     for c in cols:
         header += [f"{c}_{s}" for s in ("mean", "std", "ci_low", "ci_high")]
@@ -272,7 +272,8 @@ def write_csv(path: Path, table: Table) -> Path:
             line += _summary_fields(r, m, m in papered)[:4]
             d = r["diff"]
             line += ["", "", "", "reference" if r is table.reference else "", "", "", ""] if d is None else [
-                _num(d.delta), *(_num(x) for x in d.ci or ("", "")), d.test, _num(d.p), _num(r["p"]), r["verdict"]]
+                _num(d.delta), *(_num(x) for x in d.ci or ("", "")), d.test, _num(d.p),
+                _num(r["p"]) if table.holm else "", r["verdict"]]
             line += _summary_fields(r, m, m in papered)[4:]
             for c in cols:
                 line += _summary_fields(r, c, c in papered)

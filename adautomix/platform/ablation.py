@@ -410,7 +410,8 @@ def _resume_uri(stored: str | None, given: str | None) -> str | None:
 def _write_results(study: Study, study_dir: Path, results: report.Table, table: str) -> list[Path]:
     """``results.md`` (the table, linking the figure), ``results.csv`` and ``results.png``."""
     md = study_dir / "results.md"
-    md.write_text(f"# Study {study.name}\n\n{study.description}\n\n{table}\n\n"
+    md.write_text(f"# Study {study.name}\n\n" + (f"{study.description}\n\n" if study.description else "")
+                  + f"{table}\n\n"
                   + ("![results](results.png)\n" if results.rows else ""))
     files = [md, report.write_csv(study_dir / "results.csv", results)]
     if results.rows:

@@ -121,7 +121,9 @@ def report(name: str, tracking_uri: str | None = None, out: str | Path | None = 
     if not recs:
         raise ReportError(f"{what}: no finished runs to report")
     keys = comparison.setting_keys(recs, swept)
-    table = tables.build(recs, headline["metric"], headline["mode"], keys, headline["reference"])
+    reference = headline["reference"]  # its row first; the others in the order they started
+    table = tables.build(recs, headline["metric"], headline["mode"], keys, reference,
+                         [reference] if reference else None)
     out = Path(out or Path("runs") / "reports" / name)
     out.mkdir(parents=True, exist_ok=True)
     files = [tables.write_csv(out / "report.csv", table), figures.save(out / "curves.png", table, name)]
