@@ -137,16 +137,13 @@ def build(records: list[dict], metric: str, mode: str = "max", keys: list[str] |
 
 
 def _paired_values(row: dict, ref: dict, metric: str) -> tuple[list[float], list[float], bool]:
-    """The two rows' values of ``metric``, aligned by seed, and whether they pair (the same
-    seeds, each once)."""
-    a = {r["seed"]: float(r["metrics"][metric]) for r in row["records"] if metric in r["metrics"]}
-    b = {r["seed"]: float(r["metrics"][metric]) for r in ref["records"] if metric in r["metrics"]}
-    unique = len(a) == sum(metric in r["metrics"] for r in row["records"]) and \
-        len(b) == sum(metric in r["metrics"] for r in ref["records"])
-    if unique and set(a) == set(b):
-        return [a[s] for s in sorted(a)], [b[s] for s in sorted(a)], True
-    return ([float(r["metrics"][metric]) for r in row["records"] if metric in r["metrics"]],
-            [float(r["metrics"][metric]) for r in ref["records"] if metric in r["metrics"]], False)
+    """The two rows' values of ``metric`` (in seed order) and whether they pair: the same
+    seeds, each once."""
+    a = [(r["seed"], float(r["metrics"][metric])) for r in row["records"] if metric in r["metrics"]]
+    b = [(r["seed"], float(r["metrics"][metric])) for r in ref["records"] if metric in r["metrics"]]
+    seeds = [s for s, _ in a]
+    paired = seeds == [s for s, _ in b] and len(set(seeds)) == len(seeds)
+    return [v for _, v in a], [v for _, v in b], paired
 
 
 # ------------------------------------------------------------------------------ the writers

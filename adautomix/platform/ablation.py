@@ -14,7 +14,8 @@
 - Resume is Tune's own: ``Tuner.restore`` continues unfinished and errored trials; a trial starts
   again from its last checkpoint (Tune's checkpoint, or Ray Train's run snapshot: the Train run
   has a fixed name in the trial's folder), and finds its MLflow run again by its trial-key tag.
-- Results come from Tune's ``ResultGrid``; the table and the plot from ``evaluation.report``.
+- Results come from Tune's ``ResultGrid`` (last and per-epoch results); the table from
+  ``evaluation.report``, ``results.png`` from ``evaluation.figures``.
 
 The study folder ``runs/studies/<name>-<time>/`` holds ``state.json`` (the study's fingerprint
 and its MLflow ids), ``study.yaml``, ``trials/`` (Tune's experiment; ``trials/<key>/`` is each
