@@ -379,7 +379,8 @@ def _history(result, metric: str) -> list[dict]:
     if frame is None or "epoch" not in frame:
         return []
     wanted = [c for c in dict.fromkeys(["epoch", "top1", metric]) if c in frame]
-    return frame[wanted].dropna(subset=["epoch"]).to_dict("records")
+    # an epoch trained again after a restore from an older checkpoint counts once, as retrained
+    return frame[wanted].dropna(subset=["epoch"]).drop_duplicates("epoch", keep="last").to_dict("records")
 
 
 def _best_key(study: Study, records: list[dict]) -> str | None:
