@@ -28,8 +28,17 @@ class ExportModel(Callback):
         export_model(trainer.step.headline_model, x, trainer.out)
 
 
-def has_model(run_dir: Path) -> bool:
-    return (Path(run_dir) / MODEL_FILE).exists()
+def log_run_files(uri: str, c, run_id: str, run_dir: Path) -> None:
+    """A finished run's files into its MLflow run: ``config.yaml``, ``metrics.json``,
+    ``metrics.jsonl``, ``eval.json`` (with ``train.final_eval``), ``pictures/`` and the model."""
+    run_dir = Path(run_dir)
+    for name in ("config.yaml", "metrics.json", "metrics.jsonl", "eval.json"):
+        if (run_dir / name).exists():
+            c.log_artifact(run_id, str(run_dir / name))
+    if (run_dir / "pictures").is_dir():
+        c.log_artifacts(run_id, str(run_dir / "pictures"), "pictures")
+    if (run_dir / MODEL_FILE).exists():
+        log_model(uri, run_id, run_dir)
 
 
 def log_model(uri: str, run_id: str, run_dir: Path) -> str:
@@ -71,10 +80,11 @@ def _fluent(uri: str):
             os.environ["MLFLOW_TRACKING_URI"] = saved
 
 
-def register(c, run_id: str, model_uri: str, name: str, key: str) -> None:
+def register(uri: str, c, run_id: str, model_uri: str, name: str, key: str) -> None:
     """Register ``model_uri`` (logged by run ``run_id``, the trial ``key``) as a new version of
     ``name`` and point the alias ``champion`` at it. MlflowClient's calls, which print nothing
-    (``mlflow.register_model`` prints a line for each model and version it creates)."""
+    (``mlflow.register_model`` prints a line for each model and version it creates); the store
+    finds a ``models:/`` source through the fluent API's URI."""
     from mlflow.exceptions import MlflowException
 
     try:
@@ -82,6 +92,7 @@ def register(c, run_id: str, model_uri: str, name: str, key: str) -> None:
     except MlflowException as err:
         if err.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
             raise
-    version = c.create_model_version(name, model_uri, run_id=run_id, tags={TRIAL_KEY_TAG: key},
-                                     model_id=model_uri.removeprefix("models:/"))
+    with _fluent(uri):
+        version = c.create_model_version(name, model_uri, run_id=run_id, tags={TRIAL_KEY_TAG: key},
+                                         model_id=model_uri.removeprefix("models:/"))
     c.set_registered_model_alias(name, CHAMPION, version.version)

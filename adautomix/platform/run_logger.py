@@ -15,15 +15,15 @@ from pathlib import Path
 
 from ..config import flatten, to_dict
 from ..engine import Callback
-from .mlflow_model import ExportModel, has_model, log_model
+from .mlflow_model import ExportModel, log_run_files
 from .mlflow_store import (TAG_PREFIX, backfill, client, epoch_metrics, experiment, git_commit, log_params,
                            resolve_tracking_uri, runs_url, ui_command, warn)
 
 
 class RunLogger(Callback):
-    """Logs one run into the MLflow run ``run_id``: each epoch's metrics at step ``epoch``, the
-    pictures, at the end ``config.yaml``, ``metrics.json``, ``metrics.jsonl`` and the model
-    (``ExportModel`` writes it first when ``mlflow.log_model=true``). Hooks run on rank 0;
+    """Logs one run into the MLflow run ``run_id``: each epoch's metrics at step ``epoch``, and at
+    the end the run's files, pictures and model (``ExportModel`` writes it first when
+    ``mlflow.log_model=true``), as a study's trial does. Hooks run on rank 0;
     picklable for Ray Train's workers (the URI travels whole, in memory: it is never written)."""
 
     def __init__(self, uri: str, run_id: str, continued: bool = False):
@@ -47,23 +47,14 @@ class RunLogger(Callback):
         self._try("per-epoch metrics", lambda c: self._sent.append(
             c.log_batch(self.run_id, metrics=epoch_metrics(record), synchronous=False)))
 
-    def on_artifact(self, path: Path) -> None:
-        self._try("a picture", lambda c: c.log_artifact(self.run_id, str(path), "pictures"))
-
     def on_end(self, summary: dict, trainer) -> None:
         run_dir = Path(trainer.out)
         self._try("per-epoch metrics", lambda c: self.wait())
 
         def files(c) -> None:
-            if self.failed:  # the outage path: what the store missed while it was down
+            if self.failed:  # the outage path: the epochs the store missed while it was down
                 backfill(c, self.run_id, trainer.history)
-                if (run_dir / "pictures").is_dir():
-                    c.log_artifacts(self.run_id, str(run_dir / "pictures"), "pictures")
-            for name in ("config.yaml", "metrics.json", "metrics.jsonl", "eval.json"):
-                if (run_dir / name).exists():  # eval.json: with train.final_eval
-                    c.log_artifact(self.run_id, str(run_dir / name))
-            if has_model(run_dir):
-                log_model(self.uri, self.run_id, run_dir)
+            log_run_files(self.uri, c, self.run_id, run_dir)
 
         self._try("the run's files and model", files)
 

@@ -1,21 +1,14 @@
-"""MLflow tracking of an ablation study (https://mlflow.org/docs/latest/ml/tracking/).
+"""MLflow tracking of an ablation study (single runs: ``run_logger.py``).
 
-One experiment per study, tagged as a model-training experiment (``mlflow.experimentKind``), so
-that MLflow 3's UI opens it on its runs rather than on the GenAI overview; one parent run per
-study and one nested child run per trial. ``StudyTracker`` does all the logging, in the study's
-driver, from what Ray Tune hands it: each epoch's record as a trial reports it (the one route of
-a trial's epochs to MLflow), then the trial's files, its model and its status when it ends. A
-trial continued by ``--resume`` finds its run again by its trial-key tag and goes on logging
-into it. The best trial's model is registered under the study's name with the alias
-``champion`` (``mlflow_model.py``).
+One model-training experiment per study, one parent run, one nested child run per trial.
+``StudyTracker`` logs in the study's driver what Ray Tune hands it: each epoch's record as the
+trial reports it (the one route of a trial's epochs), then the trial's files, model and status.
+A trial continued by ``--resume`` finds its run again by its trial-key tag; the epochs that run
+lacks (a driver killed before it logged them) are back-filled from the trial's ``metrics.jsonl``,
+the outage path. The best trial's model is registered as the study's ``champion``.
 
-Tracking trouble never stops training: the first failure prints one warning on stderr naming the
-tracking URI (its password masked) and the error; what could not be logged is kept and sent when
-the store answers again. The outage path: the epochs a continued trial's run lacks (a driver
-killed before it logged them) are back-filled from the trial's ``metrics.jsonl``.
-Single runs (``adautomix train --tracking-uri``): ``run_logger.py``. The store's URI, client and
-warning: ``mlflow_store.py``. Nothing here imports Ray; ``mlflow`` is imported only when something
-is logged.
+Tracking trouble never stops training: the first failure prints one warning (the URI's password
+masked); what could not be logged is kept and sent when the store answers again.
 """
 from __future__ import annotations
 
@@ -28,14 +21,13 @@ from typing import Any
 import yaml
 
 from ..config import flatten
-from .mlflow_model import CHAMPION, ExportModel, has_model, log_model, register
+from .mlflow_model import CHAMPION, ExportModel, log_run_files, register
 from .mlflow_store import (MODEL_URI_TAG, STUDY_TAG, TAG_PREFIX, TRIAL_KEY_TAG, backfill, client, epoch_metrics,
                            experiment, first_line, git_commit, is_local_store, log_params, mask,
                            resolve_tracking_uri, runs_url, ui_command, warn)
 
-# what the study's modules and tests use from here
-__all__ = ["CHAMPION", "STUDY_TAG", "ExportModel", "StudyTracker", "git_commit", "is_local_store", "mask",
-           "resolve_tracking_uri", "runs_url", "ui_command", "warn"]
+__all__ = ["STUDY_TAG", "ExportModel", "StudyTracker", "client", "first_line", "git_commit",  # for the study
+           "is_local_store", "mask", "resolve_tracking_uri", "runs_url", "ui_command", "warn"]
 
 RETRY_S = 10.0  # while the store is down, try again at most this often
 FINAL_WAIT_S = 120.0  # how long the end of a study waits for a store that is down
@@ -105,7 +97,7 @@ class StudyTracker:
 
     def __init__(self, uri: str, experiment_id: str, parent_run_id: str, where: str = ""):
         _secrets[mask(uri)] = uri
-        self.experiment_id, self.parent_run_id, self.where = experiment_id, parent_run_id, where
+        self.experiment_id, self.parent_run_id = experiment_id, parent_run_id
         self.outbox = _Outbox(uri, where)
         self._runs: dict[str, str] = {}  # trial key -> run id
         self._trials: dict[str, tuple[str, dict]] = {}  # trial key -> (run name, tags)
@@ -175,13 +167,7 @@ class StudyTracker:
 
     def _close(self, c, key: str, run_id: str, status: str, run_dir: Path, tags) -> None:
         if status == "FINISHED":
-            for name in ("config.yaml", "metrics.json", "metrics.jsonl", "eval.json"):
-                if (run_dir / name).exists():
-                    c.log_artifact(run_id, str(run_dir / name))
-            for picture in sorted((run_dir / "pictures").glob("*.png")):
-                c.log_artifact(run_id, str(picture), artifact_path="pictures")
-            if has_model(run_dir):
-                log_model(self.uri, run_id, run_dir)
+            log_run_files(self.uri, c, run_id, run_dir)
         for k, v in (tags or {}).items():
             c.set_tag(run_id, k, v)
         c.set_terminated(run_id, status=status)
@@ -217,13 +203,12 @@ class StudyTracker:
                 self.flush()
 
     def _register(self, c, key: str, name: str) -> None:
-        found = c.search_runs([self.experiment_id], max_results=1, filter_string=(
-            f"tags.`mlflow.parentRunId` = '{self.parent_run_id}' and tags.`{TRIAL_KEY_TAG}` = '{key}'"))
+        found = self._find(c, key)
         model_uri = found[0].data.tags.get(MODEL_URI_TAG) if found else None
         if not model_uri:
             return  # the best trial logged no model (mlflow.log_model=false)
         try:
-            register(c, found[0].info.run_id, model_uri, name, key)
+            register(self.uri, c, found[0].info.run_id, model_uri, name, key)
         except Exception as err:  # noqa: BLE001 - a store without a model registry: the rest is logged
             print(f"WARNING: MLflow: the best model could not be registered as {name}@{CHAMPION} "
                   f"at {mask(self.uri)}: {type(err).__name__}: {first_line(err).replace(self.uri, mask(self.uri))}"
@@ -248,8 +233,7 @@ class StudyTracker:
         if key in self._runs:
             return None if key in self._done else self._runs[key]
         run_name, tags = self._trials.get(key, (key, {}))
-        found = c.search_runs([self.experiment_id], max_results=1, filter_string=(
-            f"tags.`mlflow.parentRunId` = '{self.parent_run_id}' and tags.`{TRIAL_KEY_TAG}` = '{key}'"))
+        found = self._find(c, key)
         self._done.discard(key)
         if found:
             run = found[0]
@@ -267,23 +251,24 @@ class StudyTracker:
             self._need_params.add(key)
         return None if key in self._done else self._runs[key]
 
+    def _find(self, c, key: str) -> list:
+        """The trial's run, if it has one (``[run]``), found by its trial-key tag."""
+        return c.search_runs([self.experiment_id], max_results=1, filter_string=(
+            f"tags.`mlflow.parentRunId` = '{self.parent_run_id}' and tags.`{TRIAL_KEY_TAG}` = '{key}'"))
+
     def _call(self, what: str, fn) -> None:
         """Run ``fn(client)`` on the tracker's own thread, in the order of the calls: Ray Tune
         calls the tracker from its event loop, which must not wait for the store (a model upload
         takes seconds). One thread per process, shared by every tracker: the copy of the tracker
         that a restored Tune experiment unpickles logs through it too, so ``flush`` waits for all."""
-        _submit(lambda: self.outbox.send(what, fn))
+        global _queue
+        if _queue is None:
+            from concurrent.futures import ThreadPoolExecutor
 
+            import mlflow.entities  # noqa: F401 - imported here once, not by two threads at a time
 
-def _submit(fn) -> None:
-    global _queue
-    if _queue is None:
-        from concurrent.futures import ThreadPoolExecutor
-
-        import mlflow.entities  # noqa: F401 - imported here once, not by two threads at a time
-
-        _queue = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlflow")
-    _queue.submit(fn)
+            _queue = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlflow")
+        _queue.submit(lambda: self.outbox.send(what, fn))
 
 
 def _records(path: Path) -> list[dict]:
