@@ -11,6 +11,7 @@ stay in the run directory (``metrics.jsonl``, ``metrics.json``).
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from ..config import flatten, to_dict
@@ -18,6 +19,9 @@ from ..engine import Callback
 from .mlflow_model import ExportModel, log_run_files
 from .mlflow_store import (TAG_PREFIX, backfill, client, epoch_metrics, experiment, git_commit, log_params,
                            resolve_tracking_uri, runs_url, ui_command, warn)
+
+
+_ASYNC_LOGGER = "mlflow.utils.async_logging.async_logging_queue"  # reports MLflow's failed batches
 
 
 class RunLogger(Callback):
@@ -38,6 +42,7 @@ class RunLogger(Callback):
         self.where = str(trainer.out)
         if trainer.rank != 0:
             return
+        logging.getLogger(_ASYNC_LOGGER).addFilter(self._async_failure)
         self._try("the run's folder", lambda c: c.set_tag(
             self.run_id, TAG_PREFIX + "out_dir", str(Path(trainer.out).resolve())))
         if self.continued:  # the checkpoint's epochs that the run lacks
@@ -50,6 +55,7 @@ class RunLogger(Callback):
     def on_end(self, summary: dict, trainer) -> None:
         run_dir = Path(trainer.out)
         self._try("per-epoch metrics", lambda c: self.wait())
+        logging.getLogger(_ASYNC_LOGGER).removeFilter(self._async_failure)
 
         def files(c) -> None:
             if self.failed:  # the outage path: the epochs the store missed while it was down
@@ -59,16 +65,19 @@ class RunLogger(Callback):
         self._try("the run's files and model", files)
 
     def wait(self) -> None:
-        """Wait until MLflow has sent the epochs handed to it; raises the first failure."""
+        """Wait until MLflow has sent the epochs handed to it; raises its first failure."""
         sent, self._sent = self._sent, []
-        errors = []
         for operations in sent:
-            try:
-                operations.wait()
-            except Exception as err:  # noqa: BLE001 - every handle is waited for
-                errors.append(err)
-        if errors:
-            raise errors[0]
+            operations.wait()
+
+    def _async_failure(self, record: logging.LogRecord) -> bool:
+        """MLflow's asynchronous logging prints an error line for each batch it could not send,
+        the URI's password and all: the first becomes the one warning, none is printed (the end
+        of the run back-fills what the store missed)."""
+        if "Failed to log run data" not in record.getMessage():
+            return True
+        self._fail(ConnectionError(record.getMessage()), "per-epoch metrics")
+        return False
 
     def _try(self, what: str, fn) -> None:
         try:
@@ -76,9 +85,12 @@ class RunLogger(Callback):
                 self._client = client(self.uri)
             fn(self._client)
         except Exception as err:  # noqa: BLE001 - any tracking error must leave training running
-            if not self.failed:
-                warn(self.uri, err, what, self.where, retry=True)
-            self.failed = True
+            self._fail(err, what)
+
+    def _fail(self, err: BaseException, what: str) -> None:
+        if not self.failed:  # one warning
+            warn(self.uri, err, what, self.where, retry=True)
+        self.failed = True
 
 
 def train_logged(cfg, uri: str, train_fn) -> dict:
