@@ -65,10 +65,16 @@ class RunLogger(Callback):
         self._try("the run's files and model", files)
 
     def wait(self) -> None:
-        """Wait until MLflow has sent the epochs handed to it; raises its first failure."""
-        sent, self._sent = self._sent, []
+        """Wait until MLflow has sent (or given up on) every epoch handed to it; raises the
+        first failure."""
+        sent, self._sent, errors = self._sent, [], []
         for operations in sent:
-            operations.wait()
+            try:
+                operations.wait()
+            except Exception as err:  # noqa: BLE001 - the later ones are waited for too
+                errors.append(err)
+        if errors:
+            raise errors[0]
 
     def _async_failure(self, record: logging.LogRecord) -> bool:
         """MLflow's asynchronous logging prints an error line for each batch it could not send,
