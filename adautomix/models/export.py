@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn as nn
+from torch import nn
 
 MODEL_FILE = "model.pt2"  # the exported program
 EXAMPLE_FILE = "input_example.npy"  # its input example: float32 (n, C, H, W)

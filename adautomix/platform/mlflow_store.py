@@ -1,9 +1,6 @@
-"""The MLflow tracking store as the platform sees it: its URI (resolved, masked, shown), a client
-with the platform's retry settings, the one warning a tracking failure prints, and how an epoch
-record becomes MLflow metrics (https://mlflow.org/docs/latest/ml/tracking/).
-
-``mlflow`` is imported only when something is logged.
-"""
+"""The MLflow tracking store (https://mlflow.org/docs/latest/ml/tracking/): its URI (resolved,
+masked, shown), a client, the one warning a failure prints, an epoch record as MLflow metrics.
+``mlflow`` is imported only when something is logged."""
 from __future__ import annotations
 
 import logging
@@ -11,8 +8,9 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"  # a local SQLite store in the working directory
@@ -25,11 +23,9 @@ MODEL_URI_TAG = "adautomix.model_uri"
 # ones on their runs (the values of the UI's experiment-type switch)
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 MODEL_TRAINING = "custom_model_development"
-# MLflow's own HTTP retry settings (defaults for what the user has not set). MLflow's default,
-# 7 retries with a backoff factor of 2, waits about 4 minutes per call on a dead server; here a
-# failed call costs seconds, because nothing is lost by giving up: a failed call is sent again
-# (tracking.StudyTracker) and the epochs a run lacks are back-filled from its records
-# (``backfill``), so long retries would only stall the study's start and end.
+# MLflow's own HTTP retry settings, for what the user has not set. MLflow's default (7 retries,
+# backoff factor 2) waits about 4 minutes per call on a dead server; nothing is lost by giving up
+# after seconds: a study's failed call is sent again, and the epochs a run lacks are back-filled.
 _CLIENT_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
                     "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
                     # MLflow prints each closed run's URL, credentials and all; ours are masked
@@ -48,8 +44,7 @@ def resolve_tracking_uri(uri: str | None) -> str:
 
 
 def is_local_store(uri: str) -> bool:
-    """Whether ``uri`` is a store on this machine's disk (a SQLite file or a folder), which a
-    process on another node of a cluster cannot reach."""
+    """Whether ``uri`` is a store on this machine's disk (SQLite, a folder): not for a cluster."""
     return resolve_tracking_uri(uri).split(":", 1)[0] in ("sqlite", "file")
 
 
@@ -102,8 +97,7 @@ def experiment(c, name: str) -> str:
 
 
 def log_params(c, run_id: str, params: dict[str, Any]) -> None:
-    """``params`` on the run (``None`` as the string ``None``); ``log_batch`` splits them into
-    calls of at most MLflow's batch limit."""
+    """``params`` on the run (``log_batch`` splits them into calls of MLflow's batch limit)."""
     from mlflow.entities import Param
 
     c.log_batch(run_id, params=[Param(k, "None" if v is None else str(v)) for k, v in params.items()])
@@ -118,9 +112,8 @@ def epoch_metrics(record: dict[str, float]) -> list:
 
 
 def backfill(c, run_id: str, records: Iterable[dict], before: int | None = None) -> None:
-    """The outage path: the epoch records (a checkpoint's history, or ``metrics.jsonl``) whose
-    epoch the run lacks, those before ``before`` if given. Epochs reach MLflow live otherwise;
-    this serves a store that was down, and a driver that was killed, when it starts again."""
+    """The outage path: the epoch records (a checkpoint's history, ``metrics.jsonl``) whose epoch
+    the run lacks (before ``before``, if given), after a store was down or a process killed."""
     logged = {m.step for m in c.get_metric_history(run_id, "top1")}
     for record in records:
         epoch = int(record["epoch"])

@@ -11,6 +11,7 @@ stay in the run directory (``metrics.jsonl``, ``metrics.json``).
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 
@@ -19,7 +20,6 @@ from ..engine import Callback
 from .mlflow_model import ExportModel, log_run_files
 from .mlflow_store import (TAG_PREFIX, backfill, client, epoch_metrics, experiment, git_commit, log_params,
                            resolve_tracking_uri, runs_url, ui_command, warn)
-
 
 _ASYNC_LOGGER = "mlflow.utils.async_logging.async_logging_queue"  # reports MLflow's failed batches
 
@@ -137,10 +137,10 @@ def train_logged(cfg, uri: str, train_fn) -> dict:
         status = "KILLED"
         raise
     finally:
-        try:
-            logger.wait()  # in process: the epochs MLflow holds go out before the run's end
-        except Exception:  # noqa: BLE001 - warned by the logger, back-filled by --resume
-            pass
+        # in process, the epochs MLflow holds go out before the run's end (a failure: warned by
+        # the logger, back-filled by --resume)
+        with contextlib.suppress(Exception):
+            logger.wait()
         try:
             c.set_terminated(run_id, status=status)
             print(f"MLflow: run {run_id} ({status}); {ui_command(uri)}\n"

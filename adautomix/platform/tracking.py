@@ -22,9 +22,9 @@ import yaml
 
 from ..config import flatten
 from .mlflow_model import CHAMPION, ExportModel, log_run_files, register
-from .mlflow_store import (MODEL_URI_TAG, STUDY_TAG, TAG_PREFIX, TRIAL_KEY_TAG, backfill, client, epoch_metrics,
-                           experiment, first_line, git_commit, is_local_store, log_params, mask,
-                           resolve_tracking_uri, runs_url, ui_command, warn)
+from .mlflow_store import (MODEL_URI_TAG, STUDY_TAG, TAG_PREFIX, TRIAL_KEY_TAG, backfill, client,
+                           epoch_metrics, experiment, first_line, git_commit, is_local_store, log_params,
+                           mask, resolve_tracking_uri, runs_url, ui_command, warn)
 
 __all__ = ["STUDY_TAG", "ExportModel", "StudyTracker", "client", "first_line", "git_commit",  # for the study
            "is_local_store", "mask", "resolve_tracking_uri", "runs_url", "ui_command", "warn"]
@@ -116,7 +116,7 @@ class StudyTracker:
 
     @classmethod
     def start(cls, uri: str, name: str, run_name: str, tags: dict[str, str],
-              params: dict[str, Any], where: str = "") -> "StudyTracker":
+              params: dict[str, Any], where: str = "") -> StudyTracker:
         """Create the study's parent run (and its experiment, tagged as model training)."""
         c = client(uri)
         exp_id = experiment(c, name)
