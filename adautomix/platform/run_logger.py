@@ -1,13 +1,10 @@
 """MLflow tracking of a single run (``adautomix train --tracking-uri``), in process or on Ray
-Train's workers: one run in experiment ``train-<data>``, created and closed by ``train_logged``,
-logged into by ``RunLogger`` on rank 0.
+Train's workers: ``train_logged`` creates and closes the run, ``RunLogger`` logs on rank 0.
 
-One route per datum: each epoch's record goes to MLflow from rank 0 as the engine emits it,
-through MLflow's asynchronous logging (``log_batch(synchronous=False)``: training never waits for
-the store). The outage path: the epochs the run lacks (the store was down, or the process was
-stopped before MLflow sent them) are back-filled from the run's history at its end and when it is
-continued (``train.resume``). Tracking trouble never stops training: one warning, and the metrics
-stay in the run directory (``metrics.jsonl``, ``metrics.json``).
+One route per epoch record: rank 0 hands it to MLflow's asynchronous logging
+(``log_batch(synchronous=False)``), so training never waits for the store. The outage path: the
+epochs the run lacks are back-filled from the run's history at its end (when something failed)
+and when it is continued (``train.resume``).
 """
 from __future__ import annotations
 
