@@ -32,7 +32,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..engine import CHECKPOINT, Trainer, newest_checkpoint
+from ..engine import CHECKPOINT, Trainer, newest_checkpoint, numeric
 from ..evaluation import figures, report
 from . import tracking
 from .ray_train import ReportEpochs, connect, train_with_ray
@@ -116,10 +116,9 @@ def _tracking_callback(tracker: tracking.StudyTracker, study: Study, study_dir: 
                 **{f"adautomix.swept.{k}": report.format_value(v) for k, v in t.setting.items()}})
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
-            metrics = {k: v for k, v in result.items() if k not in AUTO_RESULT_KEYS
-                       and isinstance(v, (int, float)) and not isinstance(v, bool)}
-            if "epoch" in metrics:
-                tracker.trial_epoch(_ident(study, trial.config).key, metrics, run_dir(trial))
+            record = numeric({k: v for k, v in result.items() if k not in AUTO_RESULT_KEYS})
+            if "epoch" in record:  # the engine's epoch record, less what Tune added to it
+                tracker.trial_epoch(_ident(study, trial.config).key, record, run_dir(trial))
 
         def on_trial_complete(self, iteration, trials, trial, **info):
             last = trial.last_result or {}
@@ -359,8 +358,7 @@ def _records(study: Study, grid, incomplete: bool) -> tuple[list[dict], list[str
     records, failed = [], []
     for result in grid:
         trial = _ident(study, result.config)
-        metrics = {k: v for k, v in (result.metrics or {}).items()
-                   if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        metrics = numeric(result.metrics or {})
         finished = _finished(study, result.config, metrics)
         if result.error is not None:
             failed.append(f"{trial.name}: {type(result.error).__name__}; see {result.path}")

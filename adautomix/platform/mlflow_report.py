@@ -117,7 +117,7 @@ def report(name: str, tracking_uri: str | None = None, out: str | Path | None = 
         raise
     except Exception as err:  # noqa: BLE001 - the store cannot be read
         raise ReportError(f"cannot read the tracking store {tracking.mask(uri)}: {type(err).__name__}: "
-                          f"{tracking._first_line(err)}") from None
+                          f"{tracking.first_line(err)}") from None
     if not recs:
         raise ReportError(f"{what}: no finished runs to report")
     keys = comparison.setting_keys(recs, swept)
