@@ -20,6 +20,7 @@ from typing import Callable
 SIGTERM_EXIT = 128 + signal.SIGTERM  # 143, as a shell reports a command ended by SIGTERM
 
 _requested = threading.Event()
+_handler = None  # the SIGTERM handler this process chose (``reinstall``)
 
 
 class Stopped(KeyboardInterrupt):
@@ -46,7 +47,7 @@ def on_sigterm(grace_s: float, message: Callable[[], str]) -> None:
         timer.daemon = True
         timer.start()
 
-    signal.signal(signal.SIGTERM, handler)
+    _install(handler)
 
 
 def forward_sigterm_as_sigint() -> None:
@@ -58,4 +59,17 @@ def forward_sigterm_as_sigint() -> None:
         _requested.set()
         os.kill(os.getpid(), signal.SIGINT)
 
+    _install(handler)
+
+
+def reinstall() -> None:
+    """Put back the handler chosen here: ``ray.init`` replaces it (with ``sys.exit``, and Ray's
+    core worker with a crash reporter), so the Ray edge calls this after connecting."""
+    if _handler is not None and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _handler)
+
+
+def _install(handler) -> None:
+    global _handler
+    _handler = handler
     signal.signal(signal.SIGTERM, handler)

@@ -5,7 +5,6 @@ import json
 import subprocess
 import sys
 
-
 from adautomix.bench import PARTS, default_methods
 from adautomix.methods.registry import METHODS
 

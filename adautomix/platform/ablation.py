@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..checkpoints import history
+from .. import stopping
 from ..runlock import RunLock
 from ..engine import CHECKPOINT, Trainer, newest_checkpoint
 from ..evaluation import report
@@ -305,6 +306,7 @@ def _run_study(study: Study, study_dir: Path, resume: bool, tracking_uri: str | 
     from ray import tune
 
     started = connect(address, study.base.train.env_vars)
+    stopping.reinstall()  # ray.init took SIGTERM over
     # Ctrl-C: Tune's own handler stops the trials and saves the experiment's state one last time;
     # its notices are dropped, the runner prints one line with the --resume command instead
     notices = _TuneStopNotices()

@@ -48,6 +48,7 @@ from ..data.datasets import DataError
 from ..engine import (CHECKPOINT, Callback, CheckpointError, CheckpointWriteError, Trainer, check_run_dir,
                       newest_checkpoint, write_config)
 from ..models.pretrained import InitError
+from .. import stopping
 from ..runlock import RunLock
 
 # Ray Train's own storage (its checkpoint copies and the run's snapshot) inside the run directory,
@@ -468,6 +469,7 @@ def _train_with_ray(cfg: Config, address: str | None, callbacks: list[Callback] 
     from ray.train.torch import TorchConfig, TorchTrainer
 
     connect(address, t.env_vars)
+    stopping.reinstall()  # ray.init took SIGTERM over
     check_cluster_fits(cfg)
     write_config(cfg)
     launch = _write_launch_marker(out)
