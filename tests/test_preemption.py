@@ -98,7 +98,7 @@ from adautomix.cli import main
 sys.exit(main(["train", *sys.argv[1:]]))
 """
     done = subprocess.run([sys.executable, "-c", script, *TINY, "train.epochs=3", "train.stop_grace_s=2",
-                           f"out_dir={run}"], capture_output=True, text=True, timeout=300)
+                           f"out_dir={run}"], capture_output=True, text=True, timeout=180)
     assert done.returncode == 143, done.stderr[-3000:]
     assert done.stderr.strip().splitlines()[-1] == (
         "adautomix: stopped (SIGTERM; the step did not end within train.stop_grace_s=2 s); the last "
