@@ -263,6 +263,20 @@ def test_bad_study_file_exits_2_before_ray_starts(tmp_path):
     assert not (tmp_path / "runs").exists() and not (tmp_path / "mlflow.db").exists()
 
 
+def test_a_study_folder_held_by_another_driver_is_refused_with_one_line(tmp_path):
+    from adautomix.runlock import RunLock
+
+    path, folder = write_study(tmp_path), tmp_path / "study"
+    with RunLock(folder, "study folder"):  # this process stands for the first driver
+        done = subprocess.run([sys.executable, str(RUNNER), str(path), "--out", str(folder)], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=120)
+        assert sorted(p.name for p in folder.iterdir()) == [".adautomix.lock", ".adautomix.lock.json"]
+    assert done.returncode == 2, output(done)
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(
+        f"run_ablation.py: error: study folder {folder} is in use by PID {os.getpid()} on "), output(done)
+
+
 def test_override_of_a_swept_key_is_refused(tmp_path):
     with pytest.raises(StudyError, match="space.method.name: swept by the study"):
         load_study(write_study(tmp_path), ["method.name=vanilla"])
