@@ -7,10 +7,11 @@ written beside it (``.adautomix.lock.json``) so that a second process can name i
 takeover from a dead process is reported.
 
 Shared file systems: ``flock`` is honoured across nodes on NFSv4 and on NFSv3 with ``lockd``
-(Linux maps it onto POSIX byte-range locks there), on CephFS, GPFS and Lustre mounted with
-``-o flock``. Lustre without it, some FUSE file systems and object-store mounts refuse it; the
-run then stops with one line instead of running unprotected. A lock lost with its node (an NFS
-client that died) is released by the server's lease expiry (NFSv4: about 90 s).
+(Linux maps it onto POSIX byte-range locks there), on CephFS and on Lustre mounted with
+``-o flock``. Where the file system refuses ``flock`` (Lustre without it, some FUSE and
+object-store mounts), ``filelock`` falls back to its soft lock: the lock file's existence. A lock
+lost with its node (an NFS client that died) is released by the server's lease expiry (NFSv4:
+about 90 s).
 """
 from __future__ import annotations
 
@@ -59,18 +60,18 @@ class RunLock:
         if self.folder in _HELD:
             return self
         self.created = _missing_ancestors(self.folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self.lock = FileLock(self.folder / LOCK)
         try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self.lock = FileLock(self.folder / LOCK)
             self.lock.acquire(timeout=0)
         except Timeout:
             self.lock = None
             raise LockedError(f"{self.what} {self.folder} is in use by {self._holder()}; "
                               "wait for it to end or choose another folder") from None
-        except OSError as err:  # a file system without flock
+        except OSError as err:  # e.g. no permission to create the folder or the lock file
             self.lock = None
             raise LockedError(f"{self.what} {self.folder}: cannot lock {LOCK} ({err.strerror or err}); "
-                              "this file system offers no file locks, use a local or NFSv4 folder") from None
+                              "choose a folder this process can write") from None
         previous = self._read_holder()
         if previous and previous.get("pid") != os.getpid():
             here = previous.get("host") == socket.gethostname()
