@@ -1,7 +1,9 @@
 """``adautomix`` command line: ``train``, ``eval``, ``report`` and ``bench``.
 
-Bad input (config, data, run directory) ends with one line on stderr (one per bad config key) and
-exit code 2; Ctrl-C of ``train`` ends with one line naming the resume command and exit code 130.
+Bad input (config, data, run directory, a run directory another process holds, no readable
+checkpoint) ends with one line on stderr (one per bad config key) and exit code 2; Ctrl-C of
+``train`` ends with one line naming the resume command and exit code 130, SIGTERM the same way
+with exit code 143 after saving a checkpoint of the step it finished (``stopping.py``).
 """
 from __future__ import annotations
 
@@ -22,13 +24,16 @@ INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a command stopped by Ctrl-
 
 def _train(args: argparse.Namespace) -> int:
     from .data.datasets import DataError
+    from . import stopping
     from .engine import CheckpointError, CheckpointWriteError, RunExistsError, train
     from .models.pretrained import InitError
+    from .runlock import LockedError, RunLock
 
     if args.list_presets:
         return _list_presets()
     overrides = list(args.overrides) + (["train.resume=true"] if args.resume else [])
-    errors: tuple = (ConfigError, DataError, RunExistsError, CheckpointError, CheckpointWriteError, InitError)
+    errors: tuple = (ConfigError, DataError, RunExistsError, CheckpointError, CheckpointWriteError, InitError,
+                     LockedError)
     try:
         cfg = load_config(args.config, overrides, preset=args.preset)
     except errors as err:
@@ -55,24 +60,37 @@ def _train(args: argparse.Namespace) -> int:
     else:
         def run(callbacks):
             return train(cfg, callbacks=callbacks)
-    try:
-        if uri:  # MLflow is imported only then, at the edge
-            from .platform.run_logger import train_logged
 
-            train_logged(cfg, uri, run)
-        else:
-            run([])
-    except errors as err:
-        return _fail(err)
-    except KeyboardInterrupt:
+    def stopped_line(signal_name: str) -> str:
+        from .checkpoints import history
         from .engine import CHECKPOINT
 
         out = Path(cfg.out_dir)
-        left = (f"the last checkpoint is {out / CHECKPOINT}; continue with: adautomix train --config "
+        kept = history(out / CHECKPOINT)
+        left = (f"the last checkpoint is {kept[0]}; continue with: adautomix train --config "
                 f"{out / 'config.yaml'} --resume" + (f" --address {args.address}" if args.address else "")
-                if (out / CHECKPOINT).exists() else "no epoch had finished, nothing to continue")
-        print(f"\nadautomix: stopped (Ctrl-C); {left}", file=sys.stderr)
-        return INTERRUPTED
+                if kept else "no checkpoint was written, nothing to continue")
+        return f"adautomix: stopped ({signal_name}); {left}"
+
+    if cfg.train.workers > 0:  # Ray Train's driver stops its workers on SIGINT: SIGTERM goes that way
+        stopping.forward_sigterm_as_sigint()
+    else:  # the loop saves at the next step; past the grace period, the newest file on disk stands
+        stopping.on_sigterm(cfg.train.stop_grace_s, lambda: stopped_line(
+            f"SIGTERM; the step did not end within train.stop_grace_s={cfg.train.stop_grace_s:g} s"))
+    try:
+        with RunLock(cfg.out_dir):  # before MLflow: a refused second writer creates no MLflow run
+            if uri:  # MLflow is imported only then, at the edge
+                from .platform.run_logger import train_logged
+
+                train_logged(cfg, uri, run)
+            else:
+                run([])
+    except errors as err:
+        return _fail(err)
+    except KeyboardInterrupt:
+        sigterm = stopping.requested()
+        print(f"\n{stopped_line('SIGTERM' if sigterm else 'Ctrl-C')}", file=sys.stderr)
+        return stopping.SIGTERM_EXIT if sigterm else INTERRUPTED
     return 0
 
 
@@ -92,7 +110,7 @@ def _fail(err: Exception) -> int:
 
 def _eval(args: argparse.Namespace) -> int:
     from .data.datasets import DataError
-    from .engine import CheckpointError
+    from .checkpoints import CheckpointError
     from .evaluate import EvalError, evaluate, parse_suites
 
     try:
@@ -142,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="print the resolved config (YAML, usable as --config) and exit: checks the config "
                          "only, reads no data and writes nothing")
     tp.add_argument("--config", help="YAML file with a (partial) config tree")
-    tp.add_argument("--resume", action="store_true", help="continue from out_dir/checkpoints/last.pt")
+    tp.add_argument("--resume", action="store_true", help="continue from the newest readable checkpoint in out_dir/checkpoints/")
     tp.add_argument("--address", default=None,
                     help="Ray cluster to join when train.workers > 0 (default: $RAY_ADDRESS, else a local one)")
     tp.add_argument("--tracking-uri", default=None,

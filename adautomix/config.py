@@ -154,6 +154,9 @@ class TrainConfig:
     compile: bool | Auto = "auto"  # torch.compile the step (accel.py); auto = on CUDA
     resume: bool = False  # continue from out_dir/checkpoints/last.pt
     ckpt_every: int = 1  # epochs between checkpoints
+    ckpt_every_minutes: float = 10.0  # also a mid-epoch checkpoint this often (a hard kill loses at most this); 0 = off
+    keep_checkpoints: int = 2  # checkpoints kept (last.pt, last.1.pt, ...): a damaged newest one falls back
+    stop_grace_s: float = 20.0  # SIGTERM: seconds to finish the step and save (Kubernetes kills after 30)
     # Ray Train (train.workers > 0)
     workers: int = 0  # 0 = in-process; N = Ray Train with N data-parallel workers
     use_gpu: bool = False
@@ -387,6 +390,9 @@ def validate(cfg: Config) -> Config:
     _check(t.grad_clip >= 0, "train.grad_clip", t.grad_clip, ">= 0 (0 = off)")
     _check(t.device in DEVICES, "train.device", t.device, f"one of {', '.join(DEVICES)}")
     _check(t.ckpt_every >= 1, "train.ckpt_every", t.ckpt_every, ">= 1")
+    _check(t.ckpt_every_minutes >= 0, "train.ckpt_every_minutes", t.ckpt_every_minutes, ">= 0 (0 = off)")
+    _check(t.keep_checkpoints >= 1, "train.keep_checkpoints", t.keep_checkpoints, ">= 1")
+    _check(t.stop_grace_s > 0, "train.stop_grace_s", t.stop_grace_s, "> 0")
     _check(t.workers >= 0, "train.workers", t.workers, ">= 0 (0 = in-process)")
     _check(t.workers == 0 or t.batch_size % t.workers == 0, "train.batch_size", t.batch_size,
            f"a multiple of train.workers ({t.workers}): the global batch is split evenly")

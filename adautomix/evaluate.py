@@ -16,6 +16,7 @@ from pathlib import Path
 import yaml
 
 from .config import EVAL_SUITES, Config, load_config
+from .checkpoints import history, newest_readable
 from .engine import CHECKPOINT, CheckpointError, Trainer, read_checkpoint
 
 
@@ -34,14 +35,15 @@ def parse_suites(text: str) -> list[str]:
 
 
 def locate(path: str | Path) -> tuple[Path, Path]:
-    """``(run_dir, checkpoint)`` of a run directory or a checkpoint file."""
+    """``(run_dir, checkpoint)`` of a run directory (its newest readable checkpoint; a damaged
+    newer one is named in a warning) or a checkpoint file."""
     path = Path(path)
     if path.is_dir():
         checkpoint = path / CHECKPOINT
-        if not checkpoint.is_file():
+        if not history(checkpoint):
             raise EvalError(f"{path}: no checkpoint at {checkpoint} (expected a run directory written by "
                             "adautomix train, or a checkpoint file)")
-        return path, checkpoint
+        return path, newest_readable(checkpoint)[0]
     if path.is_file():
         run_dir = path.parent.parent if path.parent.name == Path(CHECKPOINT).parent.name else path.parent
         return run_dir, path

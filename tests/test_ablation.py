@@ -274,6 +274,20 @@ def test_bad_study_file_exits_2_before_ray_starts(tmp_path):
     assert not (tmp_path / "runs").exists() and not (tmp_path / "mlflow.db").exists()
 
 
+def test_a_study_folder_held_by_another_driver_is_refused_with_one_line(tmp_path):
+    from adautomix.runlock import RunLock
+
+    path, folder = write_study(tmp_path), tmp_path / "study"
+    with RunLock(folder, "study folder"):  # this process stands for the first driver
+        done = subprocess.run([sys.executable, str(RUNNER), str(path), "--out", str(folder)], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=120)
+        assert sorted(p.name for p in folder.iterdir()) == [".adautomix.lock", ".adautomix.lock.json"]
+    assert done.returncode == 2, output(done)
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(
+        f"run_ablation.py: error: study folder {folder} is in use by PID {os.getpid()} on "), output(done)
+
+
 def test_override_of_a_swept_key_is_refused(tmp_path):
     with pytest.raises(StudyError, match="space.method.name: swept by the study"):
         load_study(write_study(tmp_path), ["method.name=vanilla"])
@@ -607,6 +621,7 @@ def test_killed_driver_resumes_the_cut_trial_from_its_last_checkpoint(tmp_path, 
     if in_trial:  # Tune writes its experiment state right after recording a trial's checkpoint
         state = max(trials.glob("experiment_state-*.json"), key=lambda p: p.stat().st_mtime)
         while state.stat().st_mtime < max(p.stat().st_mtime for p in cut.glob("checkpoint_0*")):
+            assert time.monotonic() < deadline, "Tune never wrote its state after the trial's checkpoint"
             time.sleep(0.05)
     kept = checkpoint_of(cut, in_trial)
     proc.send_signal(signal.SIGKILL)
@@ -690,10 +705,14 @@ def test_ray_job_submit_of_a_smoke_study_logs_to_the_tracking_store(tmp_path, ra
     check_parent_artifacts(client, parents[0])
 
 
-def test_ctrl_c_stops_a_study_with_one_line_and_resume_finishes_it(tmp_path, ray_cluster):
-    """SIGINT to the driver's process group (what Ctrl-C in a terminal sends) once the first
-    trial has a checkpoint: Tune stops the trials and saves its state; the runner ends with one
-    line naming the --resume command and exit code 130; that command finishes the study."""
+@pytest.mark.parametrize("signum, code, name", [(signal.SIGINT, 130, "Ctrl-C"), (signal.SIGTERM, 143, "SIGTERM")],
+                         ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_or_sigterm_stops_a_study_with_one_line_and_resume_finishes_it(tmp_path, ray_cluster, signum,
+                                                                              code, name):
+    """SIGINT to the driver's process group (what Ctrl-C in a terminal sends), or SIGTERM to the
+    driver (what Kubernetes, Slurm and `timeout` send), once the first trial has a checkpoint: Tune
+    stops the trials and saves its state; the runner ends with one line naming the --resume
+    command and exit code 130 / 143; that command finishes the study."""
     base = {**TINY_BASE, "data": {"name": "digits", "limit_train": 256, "limit_test": 64},
             "train": {**TINY_BASE["train"], "epochs": 4}, "mlflow": {"log_model": False}}
     path = write_study(tmp_path, base=base, space={"method.name": ["vanilla", "mixup"]}, max_concurrent=1)
@@ -707,14 +726,17 @@ def test_ctrl_c_stops_a_study_with_one_line_and_resume_finishes_it(tmp_path, ray
         if trials.exists() and any(checkpoint_of(d, True) >= 1 for d in trials.iterdir() if d.is_dir()):
             break
         time.sleep(0.1)
-    assert proc.poll() is None, "the study ended before Ctrl-C"
-    os.killpg(proc.pid, signal.SIGINT)
+    assert proc.poll() is None, "the study ended before the signal"
+    if signum == signal.SIGINT:
+        os.killpg(proc.pid, signum)
+    else:
+        proc.send_signal(signum)
     stdout, stderr = proc.communicate(timeout=180)
     done = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
-    assert proc.returncode == 130, output(done)
+    assert proc.returncode == code, output(done)
     # MLflow's two lines about creating its SQLite tables come at the start; the stop is one line
     lines = [line for line in stderr.splitlines() if line.strip() and "mlflow.store.db.utils" not in line]
-    assert len(lines) == 1 and lines[0].startswith("study tiny stopped (Ctrl-C)"), output(done)
+    assert len(lines) == 1 and lines[0].startswith(f"study tiny stopped ({name})"), output(done)
     assert lines[0].endswith(f"--resume --out {tmp_path / 'study'}"), output(done)
     client, parents, _ = study_runs(uri, "tiny")
     assert parents[0].info.status == "KILLED"

@@ -305,10 +305,8 @@ def test_two_workers_land_one_on_each_node(tmp_path, ray_connected, ray_second_n
 
 def test_more_workers_than_the_cluster_can_place_fail_fast(tmp_path, ray_connected):
     cfg = tiny(tmp_path, "train.workers=16")  # the session cluster holds 4 + 2 CPUs
-    start = time.monotonic()
     with pytest.raises(RayTrainError, match=r"train.workers=16 cannot be placed"):
         train_with_ray(cfg, quiet=True)
-    assert time.monotonic() - start < 30
     gpu = tiny(tmp_path, "train.workers=1", "train.use_gpu=true", name="gpu")
     with pytest.raises(RayTrainError, match="GPU"):
         train_with_ray(gpu, quiet=True)
@@ -335,7 +333,10 @@ def test_job_submission_without_the_token_is_refused(tmp_path, ray_cluster):
     submit = [str(Path(sys.executable).parent / "ray"), "job", "submit", "--address",
               ray_cluster.dashboard_url, "--", "python", "-c", "print('should not run')"]
     done = subprocess.run(submit, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    said = done.stdout + done.stderr
     assert done.returncode != 0
+    # the dashboard's answer to a wrong token (HTTP 403), as Ray's job client reports it
+    assert "AuthenticationError" in said and "Forbidden: Invalid authentication token" in said, said[-3000:]
     assert "should not run" not in done.stdout
 
 
@@ -376,10 +377,8 @@ def test_a_worker_that_cannot_see_the_run_directory_stops_the_run_at_once(tmp_pa
 
     monkeypatch.setattr(ray_train, "_write_launch_marker", elsewhere)
     cfg = tiny(tmp_path, "train.workers=1", "train.epochs=1")
-    start = time.monotonic()
     with pytest.raises(RunDirNotShared) as err:
         train_with_ray(cfg, quiet=True)
-    assert time.monotonic() - start < 120
     message = str(err.value)
     assert "\n" not in message and f"out_dir {cfg.out_dir} is not the driver's run directory" in message
     assert "storage every node sees" in message
@@ -420,9 +419,13 @@ def test_a_local_tracking_store_is_refused_on_a_cluster_of_several_nodes(tmp_pat
     assert not (tmp_path / "run").exists() and not (tmp_path / "mlflow.db").exists()
 
 
-def test_ctrl_c_stops_a_ray_train_run_and_resume_continues_its_mlflow_run(tmp_path, ray_cluster, mlflow_server):
-    """SIGINT after the first checkpoint: exit 130, one line with the resume command, the MLflow
-    run closed KILLED; `--resume` trains the rest into the same run, every epoch logged. (A real
+@pytest.mark.parametrize("signum, code, name", [(signal.SIGINT, 130, "Ctrl-C"), (signal.SIGTERM, 143, "SIGTERM")],
+                         ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_or_sigterm_stops_a_ray_train_run_and_resume_continues_its_mlflow_run(
+        tmp_path, ray_cluster, mlflow_server, signum, code, name):
+    """SIGINT (Ctrl-C) or SIGTERM (Kubernetes, Slurm, `ray job stop`, `timeout`) to the driver
+    after the first checkpoint: exit 130 / 143, one line with the resume command, the MLflow run
+    closed KILLED; `--resume` trains the rest into the same run, every epoch logged. (A real
     tracking server: the cluster may have a second node, where a local store is refused.)"""
     from mlflow import MlflowClient
 
@@ -434,18 +437,18 @@ def test_ctrl_c_stops_a_ray_train_run_and_resume_continues_its_mlflow_run(tmp_pa
     deadline = time.monotonic() + 240
     while not (run / "checkpoints/last.pt").exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signum)
     stdout, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 130, stdout[-2000:] + stderr[-3000:]
+    assert proc.returncode == code, stdout[-2000:] + stderr[-3000:]
     last = stderr_lines(stderr)[-1]
-    assert last.startswith("adautomix: stopped (Ctrl-C)") and last.endswith(
+    assert last.startswith(f"adautomix: stopped ({name})") and last.endswith(
         f"--config {run / 'config.yaml'} --resume --address {ray_cluster.address}"), stderr[-3000:]
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name("train-digits")
     (killed,) = client.search_runs([exp.experiment_id])
     assert killed.info.status == "KILLED"
     stopped_at = max(epochs_in(run))
-    assert stopped_at < 8, "the run finished before Ctrl-C"
+    assert stopped_at < 8, "the run finished before the signal"
 
     done = run_cli(["--config", str(run / "config.yaml"), "--resume", "--address", ray_cluster.address,
                     "--tracking-uri", uri])

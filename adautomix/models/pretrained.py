@@ -33,8 +33,23 @@ class InitError(RuntimeError):
     """``model.init`` names a file that cannot initialise the backbone; the message says why."""
 
 
-def _read(path: Path) -> dict:
-    file = path / CHECKPOINT if path.is_dir() else path
+def _file(path: Path) -> Path:
+    """The checkpoint file of ``path``: a run directory's newest readable one (a damaged newer one
+    is named in a warning), else ``path``."""
+    if not path.is_dir():
+        return path
+    from ..checkpoints import CheckpointError, newest_readable  # the engine's files, read by name
+
+    try:
+        return newest_readable(path / CHECKPOINT)[0]
+    except CheckpointError as err:
+        if not str(err).startswith("no checkpoint at"):
+            raise InitError(f"model.init={path}: {err}") from None
+        return path / CHECKPOINT
+
+
+def _read(path: Path) -> tuple[Path, dict]:
+    file = _file(path)
     if not file.is_file():
         raise InitError(f"model.init={path}: no such file (expected a run directory holding {CHECKPOINT}, "
                         "an adautomix checkpoint or a torchvision state-dict file)")
@@ -49,7 +64,7 @@ def _read(path: Path) -> dict:
         raise InitError(f"model.init={file}: unreadable ({type(err).__name__}: {str(err).splitlines()[0]})") from None
     if not isinstance(state, dict):
         raise InitError(f"model.init={file}: expected a dict of tensors, got {type(state).__name__}")
-    return state
+    return file, state
 
 
 def _project_backbone(state: dict, file: str, arch: str, stem: str) -> dict[str, torch.Tensor]:
@@ -84,8 +99,8 @@ def load_init(backbone: nn.Module, path: str | Path, arch: str, stem: str) -> st
     (unreadable, unsafe, another architecture, missing / unexpected / mis-shaped tensors).
     """
     path = Path(path).expanduser()
-    state = _read(path)
-    file = str(path / CHECKPOINT if path.is_dir() else path)
+    file, state = _read(path)
+    file = str(file)
     if "step" in state and "config" in state:
         weights, kind = _project_backbone(state, file, arch, stem), "adautomix checkpoint"
     else:

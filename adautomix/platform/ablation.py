@@ -32,8 +32,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import stopping
+from ..checkpoints import history
 from ..engine import CHECKPOINT, Trainer, newest_checkpoint, numeric
 from ..evaluation import figures, report
+from ..runlock import RunLock
 from . import tracking
 from .ray_train import ReportEpochs, connect, train_with_ray
 from .study import TRIALS, Study, StudyError, Trial
@@ -58,8 +61,8 @@ def run_trial(config: dict, study: Study, study_dir: str) -> None:
         if checkpoint is not None:
             with checkpoint.as_directory() as folder:
                 trainer.load_checkpoint(newest_checkpoint(Path(folder) / own.name, own))
-        elif own.exists():  # a stop came before Tune recorded the trial's first checkpoint
-            trainer.load_checkpoint(own)
+        elif history(own):  # a stop came before Tune recorded the trial's first checkpoint
+            trainer.resume()
         trainer.fit()
         return
     from ray.tune.integration.ray_train import TuneReportCallback
@@ -265,6 +268,15 @@ def run_study(study: Study, *, study_dir: Path | None = None, resume: bool = Fal
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     if resume:
         study_dir = study_dir.resolve() if study_dir else latest_study_dir(study)
+    else:
+        study_dir = (study_dir or new_study_dir(study)).resolve()
+    with RunLock(study_dir, "study folder"):  # one driver per study folder, for the whole study
+        return _run_study(study, study_dir, resume, tracking_uri, address, max_concurrent, out)
+
+
+def _run_study(study: Study, study_dir: Path, resume: bool, tracking_uri: str | None, address: str | None,
+               max_concurrent: int | None, out) -> Outcome:
+    if resume:
         if not (study_dir / STATE).exists():
             raise StudyError(f"--resume: {study_dir} holds no {STATE}")
         state = json.loads((study_dir / STATE).read_text())
@@ -277,7 +289,6 @@ def run_study(study: Study, *, study_dir: Path | None = None, resume: bool = Fal
         if tracker:
             tracker.reopen()
     else:
-        study_dir = (study_dir or new_study_dir(study)).resolve()
         if (study_dir / STATE).exists():
             raise StudyError(f"{study_dir} already holds a study; add --resume to continue it")
         study_dir.mkdir(parents=True, exist_ok=True)
@@ -295,6 +306,7 @@ def run_study(study: Study, *, study_dir: Path | None = None, resume: bool = Fal
     from ray import tune
 
     started = connect(address, study.base.train.env_vars)
+    stopping.reinstall()  # ray.init took SIGTERM over
     # Ctrl-C: Tune's own handler stops the trials and saves the experiment's state one last time;
     # its notices are dropped, the runner prints one line with the --resume command instead
     notices = _TuneStopNotices()

@@ -42,11 +42,14 @@ import sys
 import uuid
 from pathlib import Path
 
+from ..checkpoints import history
 from ..config import Config, ConfigError
 from ..data.datasets import DataError
 from ..engine import (CHECKPOINT, Callback, CheckpointError, CheckpointWriteError, Trainer, check_run_dir,
                       newest_checkpoint, write_config)
 from ..models.pretrained import InitError
+from .. import stopping
+from ..runlock import RunLock
 
 # Ray Train's own storage (its checkpoint copies and the run's snapshot) inside the run directory,
 # under a fixed run name, so that a second launch of the same run is restored by Ray Train itself.
@@ -170,7 +173,7 @@ def _worker_loop(config: dict) -> None:
             with restored.as_directory() as folder:
                 trainer.load_checkpoint(newest_checkpoint(Path(folder) / own.name, own))
         elif cfg.train.resume:
-            trainer.load_checkpoint(own)
+            trainer.resume()
         trainer.fit()
     except (DataError, ConfigError, CheckpointError, CheckpointWriteError, InitError):
         # the driver prints these as one line; Ray Train would log the worker's traceback first
@@ -443,6 +446,13 @@ def train_with_ray(cfg: Config, address: str | None = None, callbacks: list[Call
                           "SyncBatchNorm runs on CUDA only (CPU workers normalise over their shard)")
     cfg = copy.deepcopy(cfg)  # out_dir is made absolute for the workers
     cfg.out_dir = str(Path(cfg.out_dir).expanduser().resolve())
+    # the driver holds the run directory's lock; the workers, its children, write under it
+    with RunLock(cfg.out_dir):
+        return _train_with_ray(cfg, address, callbacks, quiet, run_callbacks, keep_storage)
+
+
+def _train_with_ray(cfg: Config, address: str | None, callbacks: list[Callback] | None, quiet: bool,
+                    run_callbacks: list | None, keep_storage: bool) -> dict:
     out = check_run_dir(cfg)
 
     t = cfg.train
@@ -458,6 +468,7 @@ def train_with_ray(cfg: Config, address: str | None = None, callbacks: list[Call
     from ray.train.torch import TorchConfig, TorchTrainer
 
     connect(address, t.env_vars)
+    stopping.reinstall()  # ray.init took SIGTERM over
     check_cluster_fits(cfg)
     write_config(cfg)
     launch = _write_launch_marker(out)
@@ -500,7 +511,7 @@ def train_with_ray(cfg: Config, address: str | None = None, callbacks: list[Call
         if written is not None:  # the disk is full: the message says what to do
             raise written.with_traceback(None) from None
         hint = ""
-        if (out / CHECKPOINT).exists():
+        if history(out / CHECKPOINT):
             hint = (f"; {out / CHECKPOINT} holds the last checkpoint, continue with: adautomix train "
                     f"--config {out / 'config.yaml'} --resume" + (f" --address {address}" if address else ""))
         if _start_timed_out(err):  # one line: the cause and what to do
