@@ -21,22 +21,22 @@ INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a command stopped by Ctrl-
 
 
 def _train(args: argparse.Namespace) -> int:
+    if args.list_presets:
+        return _list_presets()
+    overrides = list(args.overrides) + (["train.resume=true"] if args.resume else [])
+    try:
+        cfg = load_config(args.config, overrides, preset=args.preset)
+    except ConfigError as err:
+        return _fail(err)
+    notes = preset_notes(PRESETS[args.preset], bool(cfg.model.init)) if args.preset else []
+    if args.dry_run:  # the resolved config, usable as --config; no data read, nothing written, no torch
+        print("".join(f"# {line}\n" for line in notes) + yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
+        return 0
     from .data.datasets import DataError
     from .engine import CheckpointError, CheckpointWriteError, RunExistsError, train
     from .models.pretrained import InitError
 
-    if args.list_presets:
-        return _list_presets()
-    overrides = list(args.overrides) + (["train.resume=true"] if args.resume else [])
     errors: tuple = (ConfigError, DataError, RunExistsError, CheckpointError, CheckpointWriteError, InitError)
-    try:
-        cfg = load_config(args.config, overrides, preset=args.preset)
-    except errors as err:
-        return _fail(err)
-    notes = preset_notes(PRESETS[args.preset], bool(cfg.model.init)) if args.preset else []
-    if args.dry_run:  # the resolved config, usable as --config; no data read, nothing written
-        print("".join(f"# {line}\n" for line in notes) + yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
-        return 0
     for line in notes:
         print(line, flush=True)
     uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")

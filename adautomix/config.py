@@ -23,10 +23,7 @@ import yaml
 
 from .data.catalog import DATASETS
 from .methods.registry import METHODS
-
-ARCHS = ("resnet18", "resnet34", "resnet50", "resnext50", "swin_t", "convnext_t")
-RESNETS = ARCHS[:4]
-STEMS = ("auto", "cifar", "imagenet")
+from .models.catalog import ARCHS, STEMS
 OPTIMIZERS = ("sgd", "adamw")
 UPSAMPLE = ("bilinear", "nearest")
 LAM_MARGIN_RULES = ("authors", "openmixup")
@@ -61,7 +58,7 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    arch: str = "resnet18"  # one of ARCHS
+    arch: str = "resnet18"  # one of ARCHS (models/catalog.py)
     # one of STEMS: cifar = 3x3 conv, stride 1, no max-pool; imagenet = torchvision's; auto = imagenet
     # for swin_t and for images larger than 64 pixels, else cifar (as the published configs)
     stem: str = "auto"
@@ -437,13 +434,14 @@ def _check_model(m: ModelConfig, image_size: int | None, problems: _Problems) ->
         return
     if _check(m.stem in STEMS, "model.stem", m.stem, f"one of {', '.join(STEMS)}") and m.stem == "auto":
         m.stem = "imagenet" if m.arch == "swin_t" or (image_size or 32) > 64 else "cifar"
-    _check(m.arch != "swin_t" or m.stem == "imagenet", "model.stem", m.stem,
-           "imagenet (or auto) for swin_t: its 4x4 patch embedding")
-    in_house = m.arch in RESNETS and m.stem == "cifar"  # models/cifar_resnet.py; the rest is torchvision's
+    arch = ARCHS[m.arch]
+    _check(m.stem in arch.builders, "model.stem", m.stem,
+           f"{' or '.join(arch.builders)} (or auto) for {m.arch}: {arch.what}")
+    in_house = arch.width and m.stem == "cifar"  # models/cifar_resnet.py; the rest is torchvision's
     _check(0 < m.width <= 4 and (in_house or m.width == 1.0), "model.width", m.width,
            "0 < width <= 4 for the CIFAR-stem ResNets; 1.0 for torchvision's backbones (model.stem=imagenet, "
            "swin_t, convnext_t)")
-    _check(m.drop_path is None or (m.arch in ("swin_t", "convnext_t") and 0 <= m.drop_path < 1),
+    _check(m.drop_path is None or (arch.drop_path and 0 <= m.drop_path < 1),
            "model.drop_path", m.drop_path, "null, or 0 <= drop_path < 1 for swin_t and convnext_t")
     _check(m.init is None or bool(m.init), "model.init", m.init, "a path, or null")
 

@@ -84,7 +84,7 @@ def select_device(cfg: Config) -> torch.device:
 
 def build_step(cfg: Config, num_classes: int) -> nn.Module:
     """The step module of ``cfg.method`` around a fresh classifier (see ``methods.registry``)."""
-    return METHODS[cfg.method.name].build(cfg, num_classes)
+    return METHODS[cfg.method.name].builder()(cfg, num_classes)
 
 
 def resolve_schedules(cfg: Config, total_iterations: int) -> list[str]:

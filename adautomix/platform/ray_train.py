@@ -47,6 +47,7 @@ from ..data.datasets import DataError
 from ..engine import (CHECKPOINT, Callback, CheckpointError, CheckpointWriteError, Trainer, check_run_dir,
                       newest_checkpoint, write_config)
 from ..models.pretrained import InitError
+from . import ray_private
 
 # Ray Train's own storage (its checkpoint copies and the run's snapshot) inside the run directory,
 # under a fixed run name, so that a second launch of the same run is restored by Ray Train itself.
@@ -175,8 +176,7 @@ def _worker_loop(config: dict) -> None:
         trainer.fit()
     except (DataError, ConfigError, CheckpointError, CheckpointWriteError, InitError):
         # the driver prints these as one line; Ray Train would log the worker's traceback first
-        logging.getLogger("ray.train.v2._internal.util").addFilter(
-            lambda record: not record.getMessage().startswith("Error in training function"))
+        ray_private.mute_worker_tracebacks()
         raise
 
 
@@ -212,9 +212,7 @@ def use_token_auth() -> None:
         return
     os.environ["RAY_AUTH_MODE"] = "token"
     if "ray" in sys.modules:
-        from ray._raylet import Config as RayConfig
-
-        RayConfig.initialize("")
+        ray_private.refresh_auth_mode()
 
 
 def token_path() -> Path | None:
@@ -286,11 +284,9 @@ def connect(address: str | None, env_vars: list[str] | tuple[str, ...] = ()) -> 
         quiet["runtime_env"] = {"env_vars": env}
     # A new local cluster gets token authentication (Ray >= 2.5x, token in ~/.ray/auth_token,
     # made on first use); Ray then warns on every start that it is on. Keep it on, drop the notice.
-    notice = logging.getLogger("ray._private.authentication.authentication_token_setup")
-    level = notice.level
-    notice.setLevel(logging.ERROR)
     try:
-        ray.init(address=address or "local", **quiet)
+        with ray_private.token_notice_muted():
+            ray.init(address=address or "local", **quiet)
     except (ConnectionError, ray.exceptions.AuthenticationError) as err:
         hint = ""
         if os.environ.get("RAY_AUTH_MODE", "").lower() != "token":
@@ -298,8 +294,6 @@ def connect(address: str | None, env_vars: list[str] | tuple[str, ...] = ()) -> 
                     "give this machine the cluster's token (~/.ray/auth_token, or "
                     "RAY_AUTH_TOKEN_PATH=FILE, or RAY_AUTH_TOKEN)")
         raise RayTrainError(f"cannot reach the Ray cluster at {address}: {err}{hint}") from None
-    finally:
-        notice.setLevel(level)
     return address is None
 
 
@@ -335,7 +329,7 @@ def check_cluster_fits(cfg: Config) -> None:
     """
     import ray
 
-    if _has_autoscaler():
+    if ray_private.has_autoscaler():
         return
     need = _worker_resources(cfg)
     nodes = [n for n in ray.nodes() if n.get("Alive")]
@@ -377,15 +371,6 @@ def check_store_reachable(uri: str, cfg: Config, address: str | None) -> None:
             "`mlflow server --host 0.0.0.0 ...`), or train with train.workers=0")
 
 
-def _has_autoscaler() -> bool:
-    try:  # the same (private) call Ray Train makes before placing workers
-        from ray._private.state import state
-
-        return bool(state.get_max_resources_from_cluster_config())
-    except Exception:  # an older or newer Ray without it: check the nodes that are up
-        return False
-
-
 def _bad_input(err: Exception) -> Exception | None:
     """A worker's ConfigError / DataError / CheckpointError / InitError inside Ray Train's failure,
     if that is what it was."""
@@ -398,13 +383,6 @@ def _worker_error(err: Exception, kinds) -> Exception | None:
         if isinstance(failure, kinds):
             return failure
     return None
-
-
-def _start_timed_out(err: Exception) -> bool:
-    """Whether Ray Train gave up because its worker group could not be started in time."""
-    from ray.train.v2._internal.exceptions import WorkerGroupStartupTimeoutError
-
-    return isinstance(getattr(err, "controller_failure", None), WorkerGroupStartupTimeoutError)
 
 
 def _remove_if_empty(folder: Path) -> None:
@@ -504,7 +482,7 @@ def train_with_ray(cfg: Config, address: str | None = None, callbacks: list[Call
         if (out / CHECKPOINT).exists():
             hint = (f"; {out / CHECKPOINT} holds the last checkpoint, continue with: adautomix train "
                     f"--config {out / 'config.yaml'} --resume" + (f" --address {address}" if address else ""))
-        if _start_timed_out(err):  # one line: the cause and what to do
+        if ray_private.is_start_timeout(getattr(err, "controller_failure", None)):  # the cause, what to do
             raise RayTrainError(
                 f"the worker group could not be placed: {t.controller_failure_limit + 1} starts "
                 f"waited train.worker_start_timeout_s={t.worker_start_timeout_s:g} s each for "
