@@ -384,7 +384,8 @@ def test_invalid_automix_settings_are_config_errors(override):
 def test_the_ema_schedule_is_resolved_for_automix_as_for_adautomix():
     for name in ("automix", "adautomix"):
         cfg = load_config(overrides=[f"method.name={name}"])
-        assert resolve_schedules(cfg, 500) and (cfg.method.momentum, cfg.method.momentum_end) == scaled_schedule(500)
+        resolved, notes = resolve_schedules(cfg, 500)
+        assert notes and (resolved.method.momentum, resolved.method.momentum_end) == scaled_schedule(500)
 
 
 def test_automix_trains_on_digits_from_the_cli(tmp_path):

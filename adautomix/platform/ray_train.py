@@ -30,7 +30,7 @@ Ray Train: https://docs.ray.io/en/latest/train/train.html
 """
 from __future__ import annotations
 
-import copy
+import dataclasses
 import json
 import logging
 import math
@@ -416,41 +416,57 @@ def train_with_ray(cfg: Config, address: str | None = None, callbacks: list[Call
         The summary written to ``metrics.json`` (as ``engine.train`` returns it).
     """
     if cfg.train.workers < 1:
-        raise ConfigError(f"train.workers={cfg.train.workers}: Ray Train needs at least 1 worker")
-    if cfg.train.sync_bn and cfg.train.workers > 1 and not cfg.train.use_gpu:
-        raise ConfigError("train.sync_bn=True is not allowed without train.use_gpu=true: PyTorch's "
-                          "SyncBatchNorm runs on CUDA only (CPU workers normalise over their shard)")
-    cfg = copy.deepcopy(cfg)  # out_dir is made absolute for the workers
-    cfg.out_dir = str(Path(cfg.out_dir).expanduser().resolve())
+        raise ValueError(f"train.workers={cfg.train.workers}: Ray Train needs at least 1 worker")
+    cfg = dataclasses.replace(cfg, out_dir=str(Path(cfg.out_dir).expanduser().resolve()))  # for the workers
     out = check_run_dir(cfg)
+    _set_ray_train_env(cfg.train)
+    use_token_auth()
+    import ray.train
 
-    t = cfg.train
+    connect(address, cfg.train.env_vars)
+    check_cluster_fits(cfg)
+    write_config(cfg)
+    trainer = _torch_trainer(cfg, list(callbacks or []), quiet, list(run_callbacks or []),
+                             launch=_write_launch_marker(out))
+    try:
+        trainer.fit()
+    except SystemExit:
+        # Ctrl-C: Ray Train's SIGINT handler aborts the run (its controller stops the workers)
+        # and exits; the caller says what was kept and how to continue
+        raise KeyboardInterrupt from None
+    except ray.train.TrainingFailedError as err:
+        _raise_failure(err, cfg, address)
+    if not keep_storage:
+        shutil.rmtree(out / RAY_STORAGE, ignore_errors=True)
+    return json.loads((out / "metrics.json").read_text())
+
+
+def _set_ray_train_env(t) -> None:
+    """The variables Ray Train copies from the driver to its controller and workers."""
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")  # the default from Ray 2.5x; older: opt in
-    # Ray Train copies these from the driver to its controller and workers. Print patch off: it
-    # would send each progress line through a logger as well, so the console showed it twice.
-    # The start timeout bounds each attempt to place the worker group (a node lost on a cluster
-    # without an autoscaler never comes back); train.controller_failure_limit bounds the attempts.
+    # Print patch off: it would send each progress line through a logger as well, so the console
+    # showed it twice. The start timeout bounds each attempt to place the worker group (a node
+    # lost on a cluster without an autoscaler never comes back); train.controller_failure_limit
+    # bounds the attempts.
     os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
     os.environ["RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"] = f"{t.worker_start_timeout_s:g}"
-    use_token_auth()
+
+
+def _torch_trainer(cfg: Config, callbacks: list[Callback], quiet: bool, run_callbacks: list, launch: str):
+    """Ray Train's ``TorchTrainer`` of the run: its workers, budgets, storage and environment."""
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    connect(address, t.env_vars)
-    check_cluster_fits(cfg)
-    write_config(cfg)
-    launch = _write_launch_marker(out)
-
-    trainer = TorchTrainer(
+    t = cfg.train
+    return TorchTrainer(
         _worker_loop,
-        train_loop_config={"cfg": cfg, "callbacks": list(callbacks or []), "quiet": quiet,
-                           "launch": launch},
+        train_loop_config={"cfg": cfg, "callbacks": callbacks, "quiet": quiet, "launch": launch},
         torch_config=TorchConfig(backend="nccl" if t.use_gpu else "gloo"),
         scaling_config=ray.train.ScalingConfig(
             num_workers=t.workers, use_gpu=t.use_gpu,
             resources_per_worker=dict(t.resources_per_worker) or None),
         run_config=ray.train.RunConfig(
-            name=RUN_NAME, storage_path=str(out / RAY_STORAGE), callbacks=list(run_callbacks or []),
+            name=RUN_NAME, storage_path=str(Path(cfg.out_dir) / RAY_STORAGE), callbacks=run_callbacks,
             # three budgets: a worker's failure, a node's preemption (Ray's preemption watcher is
             # on), a worker group that cannot be (re)placed within the start timeout
             failure_config=ray.train.FailureConfig(
@@ -461,35 +477,32 @@ def train_with_ray(cfg: Config, address: str | None = None, callbacks: list[Call
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
             logging_config=ray.train.LoggingConfig(log_level="WARNING")),
     )
-    try:
-        trainer.fit()
-    except SystemExit:
-        # Ctrl-C: Ray Train's SIGINT handler aborts the run (its controller stops the workers)
-        # and exits; the caller says what was kept and how to continue
-        raise KeyboardInterrupt from None
-    except ray.train.TrainingFailedError as err:
-        bad = _bad_input(err)
-        if bad is not None:  # e.g. data missing on the workers: undo what this launch wrote
-            if not cfg.train.resume and not (out / "metrics.jsonl").exists():
-                (out / "config.yaml").unlink(missing_ok=True)
-                shutil.rmtree(out / RAY_STORAGE, ignore_errors=True)
-                _remove_if_empty(out)
-            raise bad.with_traceback(None) from None
-        written = _worker_error(err, CheckpointWriteError)
-        if written is not None:  # the disk is full: the message says what to do
-            raise written.with_traceback(None) from None
-        hint = ""
-        if (out / CHECKPOINT).exists():
-            hint = (f"; {out / CHECKPOINT} holds the last checkpoint, continue with: adautomix train "
-                    f"--config {out / 'config.yaml'} --resume" + (f" --address {address}" if address else ""))
-        if ray_private.is_start_timeout(getattr(err, "controller_failure", None)):  # the cause, what to do
-            raise RayTrainError(
-                f"the worker group could not be placed: {t.controller_failure_limit + 1} starts "
-                f"waited train.worker_start_timeout_s={t.worker_start_timeout_s:g} s each for "
-                f"{t.workers} worker(s) of {_worker_resources(cfg)} (a node lost, on a cluster "
-                f"without an autoscaler){hint}") from None
-        raise RayTrainError(f"training failed (train.max_failures={t.max_failures} restarts "
-                            f"allowed){hint}.\n{err}") from err
-    if not keep_storage:
-        shutil.rmtree(out / RAY_STORAGE, ignore_errors=True)
-    return json.loads((out / "metrics.json").read_text())
+
+
+def _raise_failure(err: Exception, cfg: Config, address: str | None) -> None:
+    """Raise what Ray Train's failure ``err`` means for the user, as one line where it can: a
+    worker's bad input (undoing what this launch wrote), a full disk, a worker group that could
+    not be placed, or the failure itself with how to continue."""
+    out, t = Path(cfg.out_dir), cfg.train
+    bad = _bad_input(err)
+    if bad is not None:  # e.g. data missing on the workers: undo what this launch wrote
+        if not t.resume and not (out / "metrics.jsonl").exists():
+            (out / "config.yaml").unlink(missing_ok=True)
+            shutil.rmtree(out / RAY_STORAGE, ignore_errors=True)
+            _remove_if_empty(out)
+        raise bad.with_traceback(None) from None
+    written = _worker_error(err, CheckpointWriteError)
+    if written is not None:  # the disk is full: the message says what to do
+        raise written.with_traceback(None) from None
+    hint = ""
+    if (out / CHECKPOINT).exists():
+        hint = (f"; {out / CHECKPOINT} holds the last checkpoint, continue with: adautomix train "
+                f"--config {out / 'config.yaml'} --resume" + (f" --address {address}" if address else ""))
+    if ray_private.is_start_timeout(getattr(err, "controller_failure", None)):  # the cause, what to do
+        raise RayTrainError(
+            f"the worker group could not be placed: {t.controller_failure_limit + 1} starts "
+            f"waited train.worker_start_timeout_s={t.worker_start_timeout_s:g} s each for "
+            f"{t.workers} worker(s) of {_worker_resources(cfg)} (a node lost, on a cluster "
+            f"without an autoscaler){hint}") from None
+    raise RayTrainError(f"training failed (train.max_failures={t.max_failures} restarts "
+                        f"allowed){hint}.\n{err}") from err
