@@ -279,10 +279,7 @@ def load_study(path: str | Path, overrides: list[str] | None = None, smoke: bool
     """
     path = Path(path)
     text, raw = _read(path)
-    name, description = _text(path, raw, "name", path.stem), _text(path, raw, "description", "")
-    searcher, seeds = _searcher(path, raw), _seeds(path, raw)
-    metric, mode = _ranking(path, raw)
-    max_concurrent = _max_concurrent(path, raw)
+    settings = _settings(path, raw)
     try:
         cli = parse_overrides(list(overrides or []))
     except ConfigError as err:
@@ -290,18 +287,16 @@ def load_study(path: str | Path, overrides: list[str] | None = None, smoke: bool
     resources = _resources(path, raw)
     base = _base_overrides(path, raw, resources, smoke, cli)
     base_config = _config(path, "base config with overrides", {**base, "out_dir": TRIALS})
-    space, variants = _space(path, raw, searcher, cli)
-    num_samples, tpe = _search(path, raw, searcher, seeds, space, base)
-    study = Study(name=name, path=path, description=description, base=base_config, overrides_base=base,
-                  space=space, searcher=searcher, seeds=seeds, num_samples=num_samples, metric=metric,
-                  mode=mode, resources=resources, scheduler=_scheduler(path, raw),
-                  max_concurrent=max_concurrent, tpe=tpe, smoke=smoke, variants=variants,
-                  overrides=list(overrides or []), text=text)
+    space, variants = _space(path, raw, settings["searcher"], cli)
+    num_samples, tpe = _search(path, raw, settings["searcher"], settings["seeds"], space, base)
+    study = Study(**settings, path=path, base=base_config, overrides_base=base, space=space,
+                  num_samples=num_samples, resources=resources, scheduler=_scheduler(path, raw), tpe=tpe,
+                  smoke=smoke, variants=variants, overrides=list(overrides or []), text=text)
     if smoke:
         study.seeds = study.seeds[:1]
-        if searcher == "tpe":
+        if study.searcher == "tpe":
             study.num_samples = min(study.num_samples, SMOKE_MAX_SAMPLES)
-    if searcher == "grid":
+    if study.searcher == "grid":
         study.grid = _grid(study)
     return study
 
@@ -323,17 +318,29 @@ def _read(path: Path) -> tuple[str, dict]:
     return text, raw
 
 
-def _text(path: Path, raw: dict, key: str, default: str) -> str:
-    value = raw.get(key, default)
-    _check_type(path, key, value, str, "a string")
-    return value
-
-
-def _searcher(path: Path, raw: dict) -> str:
+def _settings(path: Path, raw: dict) -> dict[str, Any]:
+    """The study's plain settings: ``name``, ``description``, ``searcher``, ``seeds``, what it
+    ranks by (``metric``, ``mode``) and ``max_concurrent``."""
+    name, description = raw.get("name", path.stem), raw.get("description", "")
+    _check_type(path, "name", name, str, "a string")
+    _check_type(path, "description", description, str, "a string")
     searcher = raw.get("searcher", "grid")
     if searcher not in SEARCHERS:
         _fail(path, "searcher", f"{searcher!r} is not one of {', '.join(SEARCHERS)}")
-    return searcher
+    seeds = _seeds(path, raw)
+    metric = raw.get("metric", "top1_median_last10")
+    _check_type(path, "metric", metric, str, "a metric name")
+    if metric not in METRICS and not metric.startswith("top1_"):
+        _fail(path, "metric", f"{metric!r}: expected one of {', '.join(METRICS)} or top1_<head>")
+    mode = raw.get("mode", "max")
+    if mode not in MODES:
+        _fail(path, "mode", f"{mode!r} is not one of {', '.join(MODES)}")
+    max_concurrent = raw.get("max_concurrent", 2)
+    _check_type(path, "max_concurrent", max_concurrent, int, "an integer >= 1")
+    if max_concurrent < 1:
+        _fail(path, "max_concurrent", f"expected >= 1, got {max_concurrent}")
+    return dict(name=name, description=description, searcher=searcher, seeds=seeds, metric=metric,
+                mode=mode, max_concurrent=max_concurrent)
 
 
 def _seeds(path: Path, raw: dict) -> list[int]:
@@ -349,26 +356,6 @@ def _seeds(path: Path, raw: dict) -> list[int]:
     if len(set(seeds)) != len(seeds):
         _fail(path, "seeds", f"repeated seeds in {seeds!r}")
     return seeds
-
-
-def _ranking(path: Path, raw: dict) -> tuple[str, str]:
-    """``metric`` and ``mode``: what the table, the plot and the searcher rank by."""
-    metric = raw.get("metric", "top1_median_last10")
-    _check_type(path, "metric", metric, str, "a metric name")
-    if metric not in METRICS and not metric.startswith("top1_"):
-        _fail(path, "metric", f"{metric!r}: expected one of {', '.join(METRICS)} or top1_<head>")
-    mode = raw.get("mode", "max")
-    if mode not in MODES:
-        _fail(path, "mode", f"{mode!r} is not one of {', '.join(MODES)}")
-    return metric, mode
-
-
-def _max_concurrent(path: Path, raw: dict) -> int:
-    max_concurrent = raw.get("max_concurrent", 2)
-    _check_type(path, "max_concurrent", max_concurrent, int, "an integer >= 1")
-    if max_concurrent < 1:
-        _fail(path, "max_concurrent", f"expected >= 1, got {max_concurrent}")
-    return max_concurrent
 
 
 def _resources(path: Path, raw: dict) -> dict[str, Any]:
