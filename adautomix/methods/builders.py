@@ -19,7 +19,10 @@ from .registry import METHODS
 def classifier(cfg: Config, num_classes: int, heads: tuple[str, ...] = ("one",)) -> nn.Module:
     """The classifier of ``cfg.model`` (backbone + heads), its backbone loaded from ``model.init``."""
     m = cfg.model
-    model = build_classifier(m.arch, m.width, num_classes, heads=heads, zero_init_residual=m.zero_init_residual,
+    # "auto" is resolved from the run's length before a run builds its step
+    # (engine.resolve_schedules); a step built outside a run (tests, bench) keeps the published value
+    zero_init = m.zero_init_residual if isinstance(m.zero_init_residual, bool) else True
+    model = build_classifier(m.arch, m.width, num_classes, heads=heads, zero_init_residual=zero_init,
                              stem=m.stem, drop_path=m.drop_path)
     if m.init and not cfg.train.resume:  # a resumed run's checkpoint holds every weight
         load_init(model.backbone, m.init, m.arch, m.stem)
