@@ -127,7 +127,18 @@ def _bench(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="adautomix", description="AdAutoMix and mixup baselines")
     sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_train, _add_eval, _add_report, _add_bench):
+        add(sub)
+    args, unknown = parser.parse_known_args(argv)
+    if args.command == "eval":  # key=value after --suite (argparse takes positionals in one run)
+        args.overrides += [u for u in unknown if "=" in u and not u.startswith("-")]
+        unknown = [u for u in unknown if u not in args.overrides]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    return args.func(args)
 
+
+def _add_train(sub) -> None:
     tp = sub.add_parser(
         "train", help="train one run", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Train one run. Keys are set by --preset NAME, then --config FILE.yaml, then by key=value "
@@ -150,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
                          "e.g. sqlite:///mlflow.db or http://host:5000")
     tp.set_defaults(func=_train)
 
+
+def _add_eval(sub) -> None:
     ep = sub.add_parser(
         "eval", help="evaluation suites on a trained run: calibration, corruption, fgsm, occlusion",
         description="Evaluate a run's headline model (the EMA teacher's one-hot head for AdAutoMix and "
@@ -162,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="comma-separated suites (default: all four)")
     ep.set_defaults(func=_eval)
 
+
+def _add_report(sub) -> None:
     rp = sub.add_parser(
         "report", help="paper-style tables and plots of a study or experiment, from MLflow",
         description="Methods x metrics (mean ± std over seeds, best in bold, the paper's value and the "
@@ -175,6 +190,8 @@ def main(argv: list[str] | None = None) -> int:
                                                 "(default: runs/reports/<name>)")
     rp.set_defaults(func=_report)
 
+
+def _add_bench(sub) -> None:
     bp = sub.add_parser("bench", help="per-step time and peak memory of each method")
     bp.add_argument("--methods", nargs="+", default=None,
                     help="methods (default: every registered one); adautomix:N sets N "
@@ -194,14 +211,6 @@ def main(argv: list[str] | None = None) -> int:
                          "classifier and the rest with the PyTorch profiler")
     bp.add_argument("--json", default=None, metavar="FILE", help="append each measurement to FILE as a JSON line")
     bp.set_defaults(func=_bench)
-
-    args, unknown = parser.parse_known_args(argv)
-    if args.command == "eval":  # key=value after --suite (argparse takes positionals in one run)
-        args.overrides += [u for u in unknown if "=" in u and not u.startswith("-")]
-        unknown = [u for u in unknown if u not in args.overrides]
-    if unknown:
-        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
-    return args.func(args)
 
 
 if __name__ == "__main__":

@@ -469,9 +469,9 @@ def _check_model(m: ModelConfig, image_size: int | None, problems: _Problems) ->
     _check = problems.check
     if not _check(m.arch in ARCHS, "model.arch", m.arch, f"one of {', '.join(ARCHS)}"):
         return
-    if _check(m.stem in STEMS, "model.stem", m.stem, f"one of {', '.join(STEMS)}") and m.stem == "auto":
-        m.stem = "imagenet" if m.arch == "swin_t" or (image_size or 32) > 64 else "cifar"
     arch = ARCHS[m.arch]
+    if _check(m.stem in STEMS, "model.stem", m.stem, f"one of {', '.join(STEMS)}") and m.stem == "auto":
+        m.stem = "imagenet" if "cifar" not in arch.builders or (image_size or 32) > 64 else "cifar"
     _check(m.stem in arch.builders, "model.stem", m.stem,
            f"{' or '.join(arch.builders)} (or auto) for {m.arch}: {arch.what}")
     in_house = arch.width and m.stem == "cifar"  # models/cifar_resnet.py; the rest is torchvision's
@@ -553,7 +553,8 @@ def parse_overrides(items: list[str], problems: list[str] | None = None) -> dict
     bad = [f"override {item!r}: expected key=value, e.g. train.epochs=5" for item in items if "=" not in item]
     if bad and problems is None:
         raise ConfigError("\n".join(bad))
-    (problems if problems is not None else []).extend(bad)
+    if problems is not None:
+        problems.extend(bad)
     return {key.strip(): value for key, value in (item.split("=", 1) for item in items if "=" in item)}
 
 

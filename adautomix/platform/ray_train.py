@@ -371,23 +371,12 @@ def check_store_reachable(uri: str, cfg: Config, address: str | None) -> None:
             "`mlflow server --host 0.0.0.0 ...`), or train with train.workers=0")
 
 
-def _bad_input(err: Exception) -> Exception | None:
-    """A worker's ConfigError / DataError / CheckpointError / InitError inside Ray Train's failure,
-    if that is what it was."""
-    return _worker_error(err, (DataError, ConfigError, CheckpointError, InitError))
-
-
 def _worker_error(err: Exception, kinds) -> Exception | None:
     """The first of the workers' errors in Ray Train's failure ``err`` that is one of ``kinds``."""
     for failure in (getattr(err, "worker_failures", None) or {}).values():
         if isinstance(failure, kinds):
             return failure
     return None
-
-
-def _remove_if_empty(folder: Path) -> None:
-    if folder.is_dir() and not any(folder.iterdir()):
-        folder.rmdir()
 
 
 def train_with_ray(cfg: Config, address: str | None = None, callbacks: list[Callback] | None = None,
@@ -484,12 +473,13 @@ def _raise_failure(err: Exception, cfg: Config, address: str | None) -> None:
     worker's bad input (undoing what this launch wrote), a full disk, a worker group that could
     not be placed, or the failure itself with how to continue."""
     out, t = Path(cfg.out_dir), cfg.train
-    bad = _bad_input(err)
+    bad = _worker_error(err, (DataError, ConfigError, CheckpointError, InitError))
     if bad is not None:  # e.g. data missing on the workers: undo what this launch wrote
         if not t.resume and not (out / "metrics.jsonl").exists():
             (out / "config.yaml").unlink(missing_ok=True)
             shutil.rmtree(out / RAY_STORAGE, ignore_errors=True)
-            _remove_if_empty(out)
+            if out.is_dir() and not any(out.iterdir()):
+                out.rmdir()
         raise bad.with_traceback(None) from None
     written = _worker_error(err, CheckpointWriteError)
     if written is not None:  # the disk is full: the message says what to do
