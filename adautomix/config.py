@@ -24,6 +24,7 @@ import yaml
 from .data.catalog import DATASETS
 from .methods.registry import METHODS
 from .models.catalog import ARCHS, STEMS
+
 OPTIMIZERS = ("sgd", "adamw")
 UPSAMPLE = ("bilinear", "nearest")
 LAM_MARGIN_RULES = ("authors", "openmixup")

@@ -8,8 +8,17 @@ import sys
 
 import pytest
 
-from adautomix.config import (SEED_MAX, Config, ConfigError, from_dict, help_text, load_config, params,
-                              parse_overrides, to_dict)
+from adautomix.config import (
+    SEED_MAX,
+    Config,
+    ConfigError,
+    from_dict,
+    help_text,
+    load_config,
+    params,
+    parse_overrides,
+    to_dict,
+)
 
 PUBLIC_KEYS = ["data.name", "data.root", "model.arch", "model.width", "method.name",
                "train.epochs", "train.batch_size", "seed", "out_dir"]

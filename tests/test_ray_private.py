@@ -21,7 +21,7 @@ class Records(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         self.records.append(record)
 
-    def __enter__(self) -> "Records":
+    def __enter__(self) -> Records:
         self.logger.addHandler(self)
         return self
 

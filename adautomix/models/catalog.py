@@ -8,8 +8,8 @@ and imported only when a run builds its model (``build_backbone``). Every builde
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 CIFAR = "adautomix.models.cifar_resnet:cifar_backbone"  # 3x3 conv, stride 1, no max-pool
 TORCHVISION = "adautomix.models.backbones:torchvision_backbone"  # torchvision's stems

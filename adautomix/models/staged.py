@@ -2,7 +2,7 @@
 four stages, the stage-3 map kept, mixing at the input of a stage."""
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn as nn

@@ -6,8 +6,8 @@ importing this module loads no Ray).
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 CHECKED_WITH = "2.60.0"
 # ray._private.authentication.authentication_token_setup: warns on every start of a local

@@ -44,8 +44,16 @@ from pathlib import Path
 
 from ..config import Config, ConfigError
 from ..data.datasets import DataError
-from ..engine import (CHECKPOINT, Callback, CheckpointError, CheckpointWriteError, Trainer, check_run_dir,
-                      newest_checkpoint, write_config)
+from ..engine import (
+    CHECKPOINT,
+    Callback,
+    CheckpointError,
+    CheckpointWriteError,
+    Trainer,
+    check_run_dir,
+    newest_checkpoint,
+    write_config,
+)
 from ..models.pretrained import InitError
 from . import ray_private
 
@@ -107,8 +115,7 @@ class ReportEpochs(Callback):
         self._report(trainer, checkpoint)
 
     def _report(self, trainer: Trainer, checkpoint: Path | None) -> None:
-        metrics = {k: v for k, v in trainer.history[-1].items()
-                   if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        metrics = dict(trainer.history[-1])  # the epoch record: plain numbers (engine.EpochRecord)
         if self.to == "tune":
             from ray import tune
 
