@@ -80,7 +80,7 @@ def _measure(spec: str, batch_size: int, switches: str, arch: str, width: float,
     cfg = _config(spec, batch_size, arch, width, device, threads)
     on = parse_switches(switches)
     total = 4 + steps
-    resolve_schedules(cfg, total)  # e.g. the EMA teacher's momentum for a run this long
+    cfg, _ = resolve_schedules(cfg, total)  # e.g. the EMA teacher's momentum for a run this long
     if threads:
         torch.set_num_threads(threads)
     dev = select_device(cfg)

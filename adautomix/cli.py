@@ -23,25 +23,25 @@ INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a command stopped by Ctrl-
 
 
 def _train(args: argparse.Namespace) -> int:
+    if args.list_presets:
+        return _list_presets()
+    overrides = list(args.overrides) + (["train.resume=true"] if args.resume else [])
+    try:
+        cfg = load_config(args.config, overrides, preset=args.preset)
+    except ConfigError as err:
+        return _fail(err)
+    notes = preset_notes(PRESETS[args.preset], bool(cfg.model.init)) if args.preset else []
+    if args.dry_run:  # the resolved config, usable as --config; no data read, nothing written, no torch
+        print("".join(f"# {line}\n" for line in notes) + yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
+        return 0
     from .data.datasets import DataError
     from . import stopping
     from .engine import CheckpointError, CheckpointWriteError, RunExistsError, train
     from .models.pretrained import InitError
     from .runlock import LockedError, RunLock
 
-    if args.list_presets:
-        return _list_presets()
-    overrides = list(args.overrides) + (["train.resume=true"] if args.resume else [])
     errors: tuple = (ConfigError, DataError, RunExistsError, CheckpointError, CheckpointWriteError, InitError,
                      LockedError)
-    try:
-        cfg = load_config(args.config, overrides, preset=args.preset)
-    except errors as err:
-        return _fail(err)
-    notes = preset_notes(PRESETS[args.preset], bool(cfg.model.init)) if args.preset else []
-    if args.dry_run:  # the resolved config, usable as --config; no data read, nothing written
-        print("".join(f"# {line}\n" for line in notes) + yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
-        return 0
     for line in notes:
         print(line, flush=True)
     uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
@@ -145,7 +145,18 @@ def _bench(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="adautomix", description="AdAutoMix and mixup baselines")
     sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_train, _add_eval, _add_report, _add_bench):
+        add(sub)
+    args, unknown = parser.parse_known_args(argv)
+    if args.command == "eval":  # key=value after --suite (argparse takes positionals in one run)
+        args.overrides += [u for u in unknown if "=" in u and not u.startswith("-")]
+        unknown = [u for u in unknown if u not in args.overrides]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    return args.func(args)
 
+
+def _add_train(sub) -> None:
     tp = sub.add_parser(
         "train", help="train one run", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Train one run. Keys are set by --preset NAME, then --config FILE.yaml, then by key=value "
@@ -168,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
                          "e.g. sqlite:///mlflow.db or http://host:5000")
     tp.set_defaults(func=_train)
 
+
+def _add_eval(sub) -> None:
     ep = sub.add_parser(
         "eval", help="evaluation suites on a trained run: calibration, corruption, fgsm, occlusion",
         description="Evaluate a run's headline model (the EMA teacher's one-hot head for AdAutoMix and "
@@ -180,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="comma-separated suites (default: all four)")
     ep.set_defaults(func=_eval)
 
+
+def _add_report(sub) -> None:
     rp = sub.add_parser(
         "report", help="paper-style tables and plots of a study or experiment, from MLflow",
         description="Methods x metrics (mean ± std over seeds, best in bold, the paper's value and the "
@@ -193,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
                                                 "(default: runs/reports/<name>)")
     rp.set_defaults(func=_report)
 
+
+def _add_bench(sub) -> None:
     bp = sub.add_parser("bench", help="per-step time and peak memory of each method")
     bp.add_argument("--methods", nargs="+", default=None,
                     help="methods (default: every registered one); adautomix:N sets N "
@@ -212,14 +229,6 @@ def main(argv: list[str] | None = None) -> int:
                          "classifier and the rest with the PyTorch profiler")
     bp.add_argument("--json", default=None, metavar="FILE", help="append each measurement to FILE as a JSON line")
     bp.set_defaults(func=_bench)
-
-    args, unknown = parser.parse_known_args(argv)
-    if args.command == "eval":  # key=value after --suite (argparse takes positionals in one run)
-        args.overrides += [u for u in unknown if "=" in u and not u.startswith("-")]
-        unknown = [u for u in unknown if u not in args.overrides]
-    if unknown:
-        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
-    return args.func(args)
 
 
 if __name__ == "__main__":

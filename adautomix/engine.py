@@ -18,6 +18,7 @@ with the weights of a run that was never stopped.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import shutil
@@ -36,10 +37,10 @@ from .checkpoints import CHECKPOINT, CheckpointError
 from .config import Config, ConfigError, to_dict
 from .data.datasets import build_loaders
 from .data.loaders import TensorLoader
-from .metrics import ProgressPrinter, top1_counts
-from .runlock import RunLock
 from .methods.registry import METHODS
 from .methods.teacher import PUBLISHED_ITERATIONS, PUBLISHED_MOMENTUM, scaled_schedule
+from .metrics import ProgressPrinter, top1_counts
+from .runlock import RunLock
 
 
 class RunExistsError(RuntimeError):
@@ -100,7 +101,7 @@ def select_device(cfg: Config) -> torch.device:
 
 def build_step(cfg: Config, num_classes: int) -> nn.Module:
     """The step module of ``cfg.method`` around a fresh classifier (see ``methods.registry``)."""
-    return METHODS[cfg.method.name].build(cfg, num_classes)
+    return METHODS[cfg.method.name].builder()(cfg, num_classes)
 
 
 # model.zero_init_residual=auto: zeroed residual branches (OpenMixup's ResNets) only for runs of at
@@ -111,30 +112,33 @@ def build_step(cfg: Config, num_classes: int) -> nn.Module:
 ZERO_INIT_MIN_ITERATIONS = 2_000
 
 
-def resolve_schedules(cfg: Config, total_iterations: int) -> list[str]:
-    """Fill the settings that depend on the run's length (the EMA teacher's momentum schedule,
-    ``model.zero_init_residual=auto``) into ``cfg``; returns one line per value resolved, printed
-    at the start of training."""
+def resolve_schedules(cfg: Config, total_iterations: int) -> tuple[Config, list[str]]:
+    """The settings that depend on the run's length (the EMA teacher's momentum schedule,
+    ``model.zero_init_residual=auto``), resolved: returns a new ``Config`` with them filled
+    (``cfg`` itself is never changed) and one line per value resolved, printed at the start of
+    training."""
     notes = []
     if cfg.model.zero_init_residual == "auto":
         on = total_iterations >= ZERO_INIT_MIN_ITERATIONS
-        cfg.model.zero_init_residual = on
+        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, zero_init_residual=on))
         notes.append(f"zero-initialised residual branches: {'on' if on else 'off'} ({total_iterations} "
                      f"iterations {'>=' if on else '<'} {ZERO_INIT_MIN_ITERATIONS}; "
                      f"model.zero_init_residual=true|false sets it)")
     m = cfg.method
     if "teacher" not in METHODS[m.name].needs or (m.momentum is not None and m.momentum_end is not None):
-        return notes
+        return cfg, notes
     start, end = scaled_schedule(total_iterations, m.ema_schedule)
     how = ("the published schedule" if (start, end) == PUBLISHED_MOMENTUM else
            f"scaled to {total_iterations} iterations: the published 0.999 -> 0.999999 is made "
            f"for runs of >= {PUBLISHED_ITERATIONS} (method.ema_schedule=published keeps it)")
-    m.momentum = start if m.momentum is None else m.momentum
-    m.momentum_end = max(end, m.momentum) if m.momentum_end is None else m.momentum_end
-    if m.momentum > m.momentum_end:
-        raise ConfigError(f"method.momentum={m.momentum} is not allowed: it must not exceed "
-                          f"method.momentum_end ({m.momentum_end})")
-    return notes + [f"EMA teacher momentum {m.momentum:.6g} -> {m.momentum_end:.6g} ({how})"]
+    momentum = start if m.momentum is None else m.momentum
+    momentum_end = max(end, momentum) if m.momentum_end is None else m.momentum_end
+    if momentum > momentum_end:
+        raise ConfigError(f"method.momentum={momentum} is not allowed: it must not exceed "
+                          f"method.momentum_end ({momentum_end})")
+    method = dataclasses.replace(m, momentum=momentum, momentum_end=momentum_end)
+    return (dataclasses.replace(cfg, method=method),
+            notes + [f"EMA teacher momentum {momentum:.6g} -> {momentum_end:.6g} ({how})"])
 
 
 def param_groups(cfg: Config, step: nn.Module) -> tuple[list[dict], list[float]]:
@@ -229,7 +233,8 @@ class Trainer:
         self.train_loader, self.test_loader, self.spec = build_loaders(cfg, self.device, rank, world_size)
         self.iters_per_epoch = len(self.train_loader)
         self.total_iterations = cfg.train.epochs * self.iters_per_epoch
-        self.notes = resolve_schedules(cfg, self.total_iterations)
+        cfg, self.notes = resolve_schedules(cfg, self.total_iterations)
+        self.cfg = cfg  # with the values resolved from the run's length
         if cfg.model.init and not cfg.train.resume:
             self.notes.append(f"model.init: the backbone starts from {cfg.model.init}; heads start afresh")
         self.switches = accel.resolve(cfg.train, self.device)  # bf16, channels_last, compile

@@ -52,19 +52,17 @@ def locate(path: str | Path) -> tuple[Path, Path]:
 
 def load_run_config(run_dir: Path, checkpoint: Path, overrides: list[str]) -> Config:
     """The run's config: ``run_dir/config.yaml``, else the checkpoint's own, then ``overrides``."""
+    # evaluated in this process, into the run directory
+    overrides = [*overrides, f"out_dir={run_dir}", "train.workers=0", "train.resume=false"]
     if (run_dir / "config.yaml").is_file():
-        cfg = load_config(run_dir / "config.yaml", overrides)
-    else:
-        tree = _read(checkpoint).get("config")
-        if not isinstance(tree, dict):
-            raise EvalError(f"{checkpoint}: holds no config and {run_dir} has no config.yaml")
-        with tempfile.NamedTemporaryFile("w", suffix=".yaml") as fh:
-            fh.write(yaml.safe_dump(tree))
-            fh.flush()
-            cfg = load_config(fh.name, overrides)
-    cfg.out_dir = str(run_dir)
-    cfg.train.workers, cfg.train.resume = 0, False  # evaluated in this process
-    return cfg
+        return load_config(run_dir / "config.yaml", overrides)
+    tree = _read(checkpoint).get("config")
+    if not isinstance(tree, dict):
+        raise EvalError(f"{checkpoint}: holds no config and {run_dir} has no config.yaml")
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml") as fh:
+        fh.write(yaml.safe_dump(tree))
+        fh.flush()
+        return load_config(fh.name, overrides)
 
 
 def _read(checkpoint: Path) -> dict:

@@ -308,6 +308,28 @@ def test_resuming_a_study_with_a_changed_file_or_overrides_is_refused(tmp_path):
     assert load_study(path, ["train.epochs=3"]).fingerprint() == load_study(path).fingerprint()
 
 
+def test_a_grid_trial_carries_its_overrides_and_resolves_its_config_where_it_runs(tmp_path):
+    from adautomix.platform.study import describe
+
+    study = load_study(REPO / "ablations" / "default.yaml")
+    describe(study), study.max_epochs(), study.fingerprint()
+    assert all(t._config is None for t in study.trials()), "the driver builds no trial's config"
+    trial = study.trial({"method.name": "adautomix"}, 2)
+    assert (trial.overrides["method.name"], trial.overrides["seed"], trial.epochs) == ("adautomix", 2, 6)
+    cfg = trial.resolve(tmp_path / "study")  # what the trial process does, once
+    assert cfg.out_dir == str(tmp_path / "study" / "trials" / trial.key)
+    assert (cfg.method.name, cfg.seed, cfg.train.epochs, cfg.model.width) == ("adautomix", 2, 6, 0.125)
+    assert trial._config is None  # resolving hands the config to the caller, it is not kept
+
+
+def test_study_overrides_go_through_the_configs_parser(tmp_path):
+    with pytest.raises(StudyError, match=r"override 'train\.epochs': expected key=value"):
+        load_study(write_study(tmp_path), ["train.epochs"])
+    study = load_study(write_study(tmp_path), ["train.lr=0.05", "train.nesterov=yes"])
+    cfg = study.trials()[0].config  # the values are YAML text, read as on the command line
+    assert (cfg.train.lr, cfg.train.nesterov) == (0.05, True)
+
+
 # ------------------------------------------------------------------------------ tracking
 def test_dead_tracking_server_warns_once_and_keeps_what_it_could_not_log(tmp_path, capfd):
     from adautomix.platform import tracking

@@ -377,7 +377,16 @@ def test_invalid_automix_settings_are_config_errors(override):
 def test_the_ema_schedule_is_resolved_for_automix_as_for_adautomix():
     for name in ("automix", "adautomix"):
         cfg = load_config(overrides=[f"method.name={name}"])
-        assert resolve_schedules(cfg, 500) and (cfg.method.momentum, cfg.method.momentum_end) == scaled_schedule(500)
+        resolved, notes = resolve_schedules(cfg, 500)
+        assert notes and (resolved.method.momentum, resolved.method.momentum_end) == scaled_schedule(500)
+
+
+def test_resolving_the_schedule_returns_a_new_config_and_leaves_the_validated_one_as_it_was():
+    cfg = load_config(overrides=["method.name=adautomix", "method.momentum=0.99"])
+    resolved, _ = resolve_schedules(cfg, 500)
+    assert (cfg.method.momentum, cfg.method.momentum_end) == (0.99, None)
+    assert (resolved.method.momentum, resolved.method.momentum_end) == (0.99, max(0.99, scaled_schedule(500)[1]))
+    assert resolved.train == cfg.train and resolved is not cfg
 
 
 def test_automix_trains_on_digits_from_the_cli(tmp_path):

@@ -304,10 +304,10 @@ def last_bn_gammas(step: torch.nn.Module) -> list[torch.Tensor]:
 def test_zero_init_residual_auto_zeroes_residual_branches_only_from_the_length_threshold(iterations, zeroed):
     cfg = load_config(overrides={"model.width": 0.125})
     assert cfg.model.zero_init_residual == "auto"
-    notes = resolve_schedules(cfg, iterations)
-    assert cfg.model.zero_init_residual is zeroed
+    resolved, notes = resolve_schedules(cfg, iterations)
+    assert resolved.model.zero_init_residual is zeroed
     assert notes[0].startswith(f"zero-initialised residual branches: {'on' if zeroed else 'off'} ({iterations} ")
-    gammas = last_bn_gammas(build_step(cfg, 10))
+    gammas = last_bn_gammas(build_step(resolved, 10))
     assert len(gammas) == 8  # ResNet-18: 4 stages x 2 blocks
     assert all(bool((g == 0).all()) is zeroed for g in gammas)
 
@@ -315,5 +315,5 @@ def test_zero_init_residual_auto_zeroes_residual_branches_only_from_the_length_t
 @pytest.mark.parametrize("value", [True, False])
 def test_an_explicit_zero_init_residual_is_kept_at_any_length(value):
     cfg = load_config(overrides={"model.zero_init_residual": value})
-    notes = resolve_schedules(cfg, 10)
-    assert cfg.model.zero_init_residual is value and not any("residual" in n for n in notes)
+    resolved, notes = resolve_schedules(cfg, 10)
+    assert resolved.model.zero_init_residual is value and not any("residual" in n for n in notes)

@@ -23,7 +23,6 @@ trial's run directory), ``optuna.log`` (a TPE search) and the results.
 """
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import os
@@ -51,8 +50,7 @@ def run_trial(config: dict, study: Study, study_dir: str) -> None:
     """The Tune trainable: train the trial's resolved config, reporting every epoch."""
     from ray import tune
 
-    cfg = copy.deepcopy(study.trial(*_point(study, config)).config)
-    cfg.out_dir = str(Path(study_dir) / cfg.out_dir)
+    cfg = study.trial(*_point(study, config)).resolve(study_dir)  # the trial's one build
     callbacks = [tracking.ExportModel()] if cfg.mlflow.log_model else []
     if cfg.train.workers == 0:
         trainer = Trainer(cfg, callbacks=[ReportEpochs("tune"), *callbacks], quiet=True)
@@ -88,7 +86,7 @@ def _finished(study: Study, config: dict, metrics: dict) -> bool:
     """Whether a trial's last report is its last epoch. (Tune's ``done`` flag says so only while
     the experiment runs: a restored experiment's results do not keep it.)"""
     if study.searcher == "grid":
-        epochs = study.trial(*_point(study, config)).config.train.epochs
+        epochs = study.trial(*_point(study, config)).epochs
     else:
         epochs = int(config.get("train.epochs", study.base.train.epochs))
     return metrics.get("epoch", 0) >= epochs

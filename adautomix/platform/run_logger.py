@@ -12,7 +12,7 @@ import contextlib
 import logging
 from pathlib import Path
 
-from ..config import flatten, to_dict
+from ..config import params
 from ..engine import Callback
 from .mlflow_model import ExportModel, log_run_files
 from .mlflow_store import (TAG_PREFIX, backfill, client, epoch_metrics, experiment, git_commit, log_params,
@@ -120,7 +120,7 @@ def train_logged(cfg, uri: str, train_fn) -> dict:
                 TAG_PREFIX + "dataset": cfg.data.name, TAG_PREFIX + "git_commit": commit,
                 "mlflow.source.git.commit": commit,
                 **({TAG_PREFIX + "out_dir": out_dir} if out_dir else {})}).info.run_id
-            log_params(c, run_id, flatten(to_dict(cfg)))
+            log_params(c, run_id, params(cfg))  # from the Config object
     except Exception as err:  # noqa: BLE001 - training goes on without MLflow
         warn(uri, err, "creating the run", cfg.out_dir or "the run directory")
         return train_fn([])
