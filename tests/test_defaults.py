@@ -272,4 +272,4 @@ def test_heads_and_generator_start_from_n_0_001_with_zero_bias():
         assert float(layer.weight.mean()) == pytest.approx(0.0, abs=0.002)
         assert torch.count_nonzero(layer.bias) == 0
     assert torch.count_nonzero(generator.conv_v.bias) == 0
-    assert float(generator.conv_v.weight.abs().max()) < 0.05  # 64 weights of N(0, 0.01)
+    assert float(generator.conv_v.weight.detach().abs().max()) < 0.05  # 64 weights of N(0, 0.01)
