@@ -10,8 +10,9 @@ here from a generator with the same seed, in the order the corruption documents.
 
 ``corrupt`` returns ``np.uint8(clip(result, 0, 1) * 255)`` (truncation): the expected float image
 goes through the same quantisation, and a pixel may differ by one level where float rounding
-lands on the other side of a level (``assert_image``: at most 1 level, on at most 2 % of the
-values, mean difference < 0.05 levels). A wrong parameter moves many values by several levels.
+lands on the other side of a level (``assert_image``: at most 1 level, on at most 1 % of the
+values; measured: 0 everywhere but brightness, 0.07 %, and saturate, 0.7 %, whose HSV round trip
+rounds differently). A wrong parameter moves many values by several levels.
 """
 from __future__ import annotations
 
@@ -50,8 +51,8 @@ def quantise(e: np.ndarray) -> np.ndarray:
 def assert_image(got: np.ndarray, expected: np.ndarray) -> None:
     diff = np.abs(got.astype(int) - quantise(expected).astype(int))
     assert got.shape == expected.shape
-    assert diff.max() <= 1 and (diff > 0).mean() <= 0.02 and diff.mean() < 0.05, (
-        f"max {diff.max()} levels, {100 * (diff > 0).mean():.1f} % of values differ, mean {diff.mean():.3f}")
+    assert diff.max() <= 1 and (diff > 0).mean() <= 0.01, (
+        f"max {diff.max()} levels, {100 * (diff > 0).mean():.2f} % of values differ")
 
 
 def x01() -> np.ndarray:
