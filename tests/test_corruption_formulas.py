@@ -20,7 +20,6 @@ import io
 import math
 
 import numpy as np
-import pytest
 from PIL import Image
 from scipy import ndimage
 
@@ -245,7 +244,8 @@ def plasma(size: int, decay: float, rng: np.random.Generator) -> np.ndarray:
         for i in range(n):
             for j in range(n):
                 r, c = i * step, j * step
-                corners = m[r, c] + m[(r + step) % size, c] + m[r, (c + step) % size] + m[(r + step) % size, (c + step) % size]
+                down, right = (r + step) % size, (c + step) % size
+                corners = m[r, c] + m[down, c] + m[r, right] + m[down, right]
                 m[r + half, c + half] = corners / 4 + w * u[i, j]
         u_top, u_left = rng.uniform(-w, w, (n, n)), rng.uniform(-w, w, (n, n))
         for i in range(n):

@@ -165,7 +165,8 @@ PRESET_DEFAULTS = [
     ("imagenet-r50", "method.lam_concat", True, REPO + "imagenet/adautomix/basic/r50_adautomix_bilinear.py"),
     ("imagenet-r50", "method.momentum_end", 0.99999, REPO + "imagenet/adautomix/basic/r50_adautomix_bilinear.py"),
     ("imagenet-r50", "model.zero_init_residual", True, "SPEC.md:16-21"),
-    ("cub-r50", "method.beta", 0.1, "SPEC.md:82 (fine-grained 0.1); " + REPO + "cub200/adautomix/basic/r50_adautomix_bilinear.py"),
+    ("cub-r50", "method.beta", 0.1,
+     "SPEC.md:82 (fine-grained 0.1); " + REPO + "cub200/adautomix/basic/r50_adautomix_bilinear.py"),
     ("cifar100-swin-t", "method.upsample", "nearest", REPO + "cifar100/vit/swin_t_adautomix_nearest.py"),
     ("cifar100-swin-t", "method.momentum_warmup", 0.25, REPO + "cifar100/vit/swin_t_adautomix_nearest.py"),
 ]
