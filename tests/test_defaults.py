@@ -40,8 +40,8 @@ CONFIG_DEFAULTS = [
     ("model.stem", "auto", README_KEYS),
     ("model.width", 1.0, README_KEYS),
     ("model.init", None, README_KEYS),
-    # SPEC.md:16-21 (OpenMixup's ResNets, published-length runs); issue 17 §1 makes it "auto"
-    ("model.zero_init_residual", True, README_ADA + "; SPEC.md:16"),
+    # SPEC.md:16-21: OpenMixup's value for published-length runs; off for short ones (issue 17 §1)
+    ("model.zero_init_residual", "auto", README_ADA + ", Zero-initialised residual branches; SPEC.md:16-21"),
     ("method.name", "vanilla", README_KEYS),
     ("method.n_mix", 3, "SPEC.md:33 (default N=3)"),
     ("method.random_n", False, "SPEC.md:33; " + README_ADA),
@@ -165,6 +165,8 @@ PRESET_DEFAULTS = [
     ("imagenet-r50", "method.lam_concat", True, REPO + "imagenet/adautomix/basic/r50_adautomix_bilinear.py"),
     ("imagenet-r50", "method.momentum_end", 0.99999, REPO + "imagenet/adautomix/basic/r50_adautomix_bilinear.py"),
     ("imagenet-r50", "model.zero_init_residual", True, "SPEC.md:16-21"),
+    ("tinyimagenet-r18", "model.zero_init_residual", True, "SPEC.md:16-21"),
+    ("cub-r18", "model.zero_init_residual", True, "SPEC.md:16-21"),
     ("cub-r50", "method.beta", 0.1,
      "SPEC.md:82 (fine-grained 0.1); " + REPO + "cub200/adautomix/basic/r50_adautomix_bilinear.py"),
     ("cifar100-swin-t", "method.upsample", "nearest", REPO + "cifar100/vit/swin_t_adautomix_nearest.py"),
@@ -238,6 +240,18 @@ def test_resolve_schedules_fills_the_scaled_momentum_into_the_config(method):
     resolve_schedules(cfg, 88)
     expected = (1 - 0.001 * 75_000 / 88, 1 - 1e-6 * 75_000 / 88)  # README: 0.148 -> 0.99915
     assert (cfg.method.momentum, cfg.method.momentum_end) == pytest.approx(expected, abs=1e-12)
+
+
+@pytest.mark.parametrize("iterations,on", [(1_999, False), (2_000, True), (37_500, True)])
+def test_zero_init_residual_auto_is_on_from_2000_iterations(iterations, on):
+    """README, Zero-initialised residual branches: ``auto`` is on for T >= 2,000 iterations, off
+    below (SPEC.md:16-21: the published value is for published-length runs, >= 37,500)."""
+    cfg = load_config(overrides=["method.name=vanilla"])
+    resolve_schedules(cfg, iterations)
+    assert cfg.model.zero_init_residual is on
+    explicit = load_config(overrides=["model.zero_init_residual=true"])
+    resolve_schedules(explicit, 10)
+    assert explicit.model.zero_init_residual is True  # an explicit value is kept at any length
 
 
 def test_ema_momentum_is_flat_for_the_first_tenth_then_the_cosine_rule():
