@@ -81,7 +81,7 @@ def assert_independent(a: np.ndarray, b: np.ndarray, cells: int, what: str) -> N
     assert p > P_MIN, f"{what}: not independent (chi-square p = {p:.2e})"
 
 
-def test_the_step_draws_through_draw_once_per_step():
+def test_the_step_takes_its_lambdas_and_partners_from_draw():
     """The tests below sample ``draw``; this pins that the step's λ and partners come from it."""
     step = make_step(3, 1.0).train()
     rec = Recorder(step)
