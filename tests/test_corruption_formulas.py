@@ -20,6 +20,7 @@ import io
 import math
 
 import numpy as np
+import pytest
 from PIL import Image
 from scipy import ndimage
 
@@ -382,6 +383,114 @@ def test_spatter_mud_at_severity_4():
         expected[b] = x[b] * (1 - m[..., None]) + m[..., None] * brown
     assert (expected != x).any()  # some mud at this seed
     assert_image(run("spatter", 4), expected)
+
+
+def canny_opencv(img: np.ndarray, low: int = 50, high: int = 150) -> np.ndarray:
+    """OpenCV's ``Canny`` (modules/imgproc/src/canny.cpp), pixel by pixel: 3 x 3 Sobel on the
+    image with its border pixels repeated; magnitude |gx| + |gy| (0 outside the image); a pixel
+    above ``low`` survives if it beats its two neighbours across the gradient: horizontal sector
+    (|gy| < tan 22.5°·|gx|, OpenCV's 15-bit TG22): m > left and m ≥ right; vertical (> tan 67.5°):
+    m > above and m ≥ below; diagonal: m > both neighbours on the diagonal the gradient runs
+    along; edges are the survivors 8-connected to a survivor above ``high``."""
+    h, w = img.shape
+    p = np.pad(img.astype(int), 1, mode="edge")
+    gx, gy = np.zeros((h, w), int), np.zeros((h, w), int)
+    for r in range(h):
+        for c in range(w):
+            gx[r, c] = (p[r, c + 2] + 2 * p[r + 1, c + 2] + p[r + 2, c + 2]) - (p[r, c] + 2 * p[r + 1, c] + p[r + 2, c])
+            gy[r, c] = (p[r + 2, c] + 2 * p[r + 2, c + 1] + p[r + 2, c + 2]) - (p[r, c] + 2 * p[r, c + 1] + p[r, c + 2])
+    mag = np.abs(gx) + np.abs(gy)
+
+    def m_at(r, c):
+        return mag[r, c] if 0 <= r < h and 0 <= c < w else 0
+
+    tg22 = int(0.4142135623730950488 * (1 << 15) + 0.5)
+    survivor = np.zeros((h, w), bool)
+    for r in range(h):
+        for c in range(w):
+            m, x, y = mag[r, c], abs(gx[r, c]), abs(gy[r, c])
+            if m <= low:
+                continue
+            if y * (1 << 15) < x * tg22:
+                survivor[r, c] = m > m_at(r, c - 1) and m >= m_at(r, c + 1)
+            elif y * (1 << 15) > x * tg22 + x * (1 << 16):
+                survivor[r, c] = m > m_at(r - 1, c) and m >= m_at(r + 1, c)
+            else:
+                s = -1 if gx[r, c] * gy[r, c] < 0 else 1
+                survivor[r, c] = m > m_at(r - 1, c - s) and m > m_at(r + 1, c + s)
+    edges = np.zeros((h, w), bool)
+    stack = [(r, c) for r in range(h) for c in range(w) if survivor[r, c] and mag[r, c] > high]
+    while stack:
+        r, c = stack.pop()
+        if edges[r, c]:
+            continue
+        edges[r, c] = True
+        for dr in (-1, 0, 1):
+            for dc in (-1, 0, 1):
+                if 0 <= r + dr < h and 0 <= c + dc < w and survivor[r + dr, c + dc] and not edges[r + dr, c + dc]:
+                    stack.append((r + dr, c + dc))
+    return edges
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_canny_is_opencvs_with_its_border_and_tie_rules(seed):
+    """Blocky images (plateaus: equal magnitudes side by side, where the tie rule decides) with
+    content up to the border (where the border rule decides)."""
+    rng = np.random.default_rng(seed)
+    img = np.kron(rng.integers(0, 4, size=(8, 8)) * 80, np.ones((4, 4), dtype=int)).astype(np.uint8)
+    img = np.clip(img.astype(int) + rng.integers(-3, 4, size=img.shape) * (seed % 2), 0, 255).astype(np.uint8)
+    expected = canny_opencv(img)
+    assert expected.any()
+    np.testing.assert_array_equal(corruptions.canny(img), expected)
+
+
+def equalize_opencv(x: np.ndarray) -> np.ndarray:
+    """OpenCV's ``equalizeHist``: the lowest occupied level goes to 0, level i to
+    round(255 · (cdf(i) − hist(lowest)) / (total − hist(lowest)))."""
+    hist = np.bincount(x.ravel(), minlength=256)
+    first = int(np.nonzero(hist)[0][0])
+    if hist[first] == x.size:
+        return x.copy()
+    lut = np.zeros(256, dtype=np.uint8)
+    total = 0
+    for level in range(first + 1, 256):
+        total += hist[level]
+        lut[level] = round(255 * total / (x.size - hist[first]))
+    return lut[x]
+
+
+def box3(img: np.ndarray) -> np.ndarray:
+    """OpenCV's ``blur(·, (3, 3))``: the 3 x 3 mean, reflect-101 border."""
+    return correlate(img.astype(float), np.ones((3, 3)), "reflect") / 9  # the sum, then one division
+
+
+def test_spatter_water_at_severity_1():
+    """Water: the blurred N(0.62, 0.1) layer thresholded at 0.7; the distance to its Canny edges
+    (exact Euclidean; OpenCV's 5 x 5 mask approximates it), truncated at 20, 3 x 3 mean, 8 bits,
+    equalised, shaded by the kernel [[-2, -1, 0], [-1, 1, 1], [0, 1, 2]] (8 bits, rounded), 3 x 3
+    mean; m = layer · shade scaled to a maximum of 0.5, added in pale turquoise (175, 238, 238)."""
+    rng = np.random.default_rng(SEED)
+    x = x01()
+    expected = np.empty_like(x)
+    rows, cols = np.meshgrid(np.arange(H), np.arange(H), indexing="ij")
+    for b in range(B):
+        liquid = gaussian_blur_image(rng.normal(0.62, 0.1, size=(H, H)), 0.7)
+        liquid[liquid < 0.7] = 0
+        edges = canny_opencv(np.uint8(np.clip(liquid, 0, 1) * 255))
+        er, ec = np.nonzero(edges)
+        if len(er):
+            dist = np.sqrt((rows[..., None] - er) ** 2 + (cols[..., None] - ec) ** 2).min(axis=-1)
+        else:
+            dist = np.full((H, H), 20.0)
+        dist = box3(np.minimum(dist, 20)).astype(np.uint8)
+        dist = equalize_opencv(dist)
+        shade = np.array([[-2, -1, 0], [-1, 1, 1], [0, 1, 2]], dtype=float)
+        dist = box3(np.clip(np.round(correlate(dist.astype(float), shade, "reflect")), 0, 255))
+        m = liquid * dist
+        m = m / m.max() * 0.5 if m.max() > 0 else m
+        expected[b] = x[b] + m[..., None] * np.array([175, 238, 238]) / 255.0
+    assert (expected != x).any()  # some water at this seed
+    assert_image(run("spatter", 1), expected)
 
 
 def test_every_corruption_has_a_formula_test_here():
