@@ -41,9 +41,14 @@ ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 WORKERS, K = 2, 3
 # 32 images, batch 32: one step per epoch, so the parameters after epoch k are those after step k
 STEPS = ["data.limit_train=32", "data.limit_test=32", f"train.epochs={K}"]
-# relative L2 distance of all parameters: measured 0 (vanilla, Manifold Mixup) and < 1e-9 (AdAutoMix,
-# AutoMix: DDP adds the two ranks' gradients in another order than autograd adds the two losses')
-TOLERANCE = 1e-6
+# Relative L2 distance of all parameters. Measured: 0 for vanilla, PuzzleMix and Manifold Mixup; at
+# most 6e-9 for AdAutoMix and for AutoMix's first two steps (DDP adds the ranks' gradients in another
+# order than autograd adds their losses); 5.1e-6 for AutoMix's third step, which is where its
+# reference sits on a kink: moving the reference's parameters by one float32 ulp (1.2e-7) after step
+# 2, in either of two random directions, moves its step 3 by the same 5.2e-6. A wrong run is farther:
+# DDP without broadcasting BatchNorm buffers (PuzzleMix's saliency pass reads them) 1.3e-4, without
+# the gradient all-reduce the ranks part at once, another seed 1.1.
+TOLERANCE = 3e-5
 
 
 class SaveParameters(Callback):
@@ -109,6 +114,12 @@ def distance(a: dict, b: dict) -> float:
     return float((flat(a) - flat(b)).norm() / flat(b).norm())
 
 
+def largest_difference(a: dict, b: dict) -> str:
+    """The parameter whose relative difference is largest, for a failure message."""
+    name = max(a, key=lambda k: float((a[k] - b[k]).norm() / b[k].norm().clamp_min(1e-30)))
+    return f"{name}: {float((a[name] - b[name]).norm() / b[name].norm().clamp_min(1e-30)):.2e}"
+
+
 def reference(tmp_path: Path, method: list[str], seed: int) -> Path:
     folder = tmp_path / f"reference-seed{seed}"
     folder.mkdir()
@@ -138,7 +149,7 @@ def test_two_workers_take_the_same_steps_as_one_process(tmp_path, ray_connected,
     unrelated = distance(torch.load(other / f"rank0_step{K}.pt"), expected)
     # the reasons for the tolerance: what an unrelated run and the training itself change
     assert unrelated > 1000 * TOLERANCE, f"seed 1 is only {unrelated:.2e} away"
-    assert moved > 100 * TOLERANCE, f"steps 2..{K} moved the parameters by only {moved:.2e}"
+    assert moved > 30 * TOLERANCE, f"steps 2..{K} moved the parameters by only {moved:.2e}"
     for step in range(1, K + 1):
         want = torch.load(ref / f"rank0_step{step}.pt")
         ranks = [torch.load(got / f"rank{rank}_step{step}.pt") for rank in range(WORKERS)]
@@ -146,7 +157,8 @@ def test_two_workers_take_the_same_steps_as_one_process(tmp_path, ray_connected,
         for rank, have in enumerate(ranks):
             d = distance(have, want)
             assert d < TOLERANCE, (f"rank {rank} after step {step}: {d:.2e} from the one-process steps "
-                                   f"(seed 1: {unrelated:.2e}; steps 2..{K} moved {moved:.2e})")
+                                   f"(seed 1: {unrelated:.2e}; steps 2..{K} moved {moved:.2e}); "
+                                   f"largest in {largest_difference(have, want)}")
     first, last = torch.load(got / "rank0_step1.pt"), torch.load(got / f"rank0_step{K}.pt")
     for part in {k.split(".")[0] for k in last}:  # classifier, and generator and teacher: every part trained
         assert any(not torch.equal(first[k], last[k]) for k in last if k.startswith(part + ".")), part
