@@ -47,6 +47,19 @@ class CheckpointWriteError(RuntimeError):
     """A checkpoint could not be written (e.g. the disk is full); the previous one is intact."""
 
 
+# One epoch's record: ``epoch`` (1-based) and the epoch's numbers (losses, ``lr``, ``top1`` and
+# ``top1_<head>``, ``top1_median_last10``, ``train_img_per_s``, ``epoch_seconds``, and in the last
+# epoch the ``eval_*`` numbers of ``train.final_eval``), all plain numbers. The engine writes it as
+# a line of ``metrics.jsonl`` and hands it to the callbacks; Ray, Tune and MLflow receive it as is.
+EpochRecord = dict[str, float]
+
+
+def numeric(values: dict) -> EpochRecord:
+    """The plain numbers in ``values`` (booleans are not numbers here): the epoch record in a
+    result that Ray Tune has added its own entries to."""
+    return {k: v for k, v in values.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
 class Callback:
     """The engine's hooks; a logger or reporter overrides the ones it needs (the rest do nothing).
 
@@ -57,7 +70,7 @@ class Callback:
     def setup(self, trainer: "Trainer") -> None:
         """Every rank, once per launch, before the first epoch (after a checkpoint was restored)."""
 
-    def on_epoch(self, record: dict) -> None:
+    def on_epoch(self, record: EpochRecord) -> None:
         """Rank 0: the epoch's record, just written to ``metrics.jsonl``."""
 
     def on_artifact(self, path: Path) -> None:

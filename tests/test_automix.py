@@ -353,7 +353,7 @@ def test_ema_update_moves_the_teacher_by_the_published_formula():
         torch.testing.assert_close(pt, m * p0 + (1 - m) * pq)
 
 
-# ------------------------------------------------ config, CLI (two Ray Train workers: test_ray_train_equivalence.py)
+# ------------------------------------------------------------------------ config, CLI, Ray Train
 def test_method_defaults_come_from_the_registry_and_explicit_values_win():
     m = load_config(overrides=["method.name=automix"]).method
     assert (m.mix_lambda, m.lam_margin, m.upsample, m.mask_loss_weight, m.mask_loss_margin) == \

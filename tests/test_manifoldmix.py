@@ -23,7 +23,6 @@ from adautomix.methods.manifoldmix import manifold_mixup
 from adautomix.methods.mixing import mixed_cross_entropy, mixup
 from adautomix.models.cifar_resnet import build_classifier
 
-
 B = 8
 
 

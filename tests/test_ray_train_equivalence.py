@@ -25,6 +25,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import ray.cloudpickle
 import torch
 import torch.nn as nn
 
@@ -34,8 +35,6 @@ from adautomix.platform.ray_train import train_with_ray
 from test_ray_train import tiny
 
 # Callbacks below are defined in this module, which Ray's workers cannot import: ship by value.
-import ray.cloudpickle  # noqa: E402
-
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 WORKERS, K = 2, 3
