@@ -177,6 +177,12 @@ class WarmupCosine:
         return self.floor + (1 - self.floor) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
 
+def step_generator(seed: int, epoch: int, rank: int) -> torch.Generator:
+    """The CPU generator of a step's random draws (λ, partners, masks) in ``epoch`` on ``rank``:
+    a stream of its own for every seed, epoch and data-parallel rank."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + epoch) * 64 + rank + 1)
+
+
 def _rank_mean(values: dict[str, float], device: torch.device) -> dict[str, float]:
     if not (dist.is_available() and dist.is_initialized()) or not values:
         return values
@@ -322,7 +328,7 @@ class Trainer:
         within, self.within = self.within or {}, None
         n = within.get("batches", 0)  # batches of this epoch done before a resume
         self.train_loader.set_epoch(self.epoch, n, within.get("loader_rng"))
-        self.step.rng = torch.Generator().manual_seed((self.cfg.seed * 1_000_003 + self.epoch) * 64 + self.rank + 1)
+        self.step.rng = step_generator(self.cfg.seed, self.epoch, self.rank)
         if "step_rng" in within:
             self.step.rng.set_state(within["step_rng"])
         sums: dict[str, float] = dict(within.get("sums", {}))
