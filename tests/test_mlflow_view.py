@@ -6,6 +6,7 @@ are refused. The screenshot is kept in the test's folder and, when set, in
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shutil
@@ -30,6 +31,9 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 METHODS, SEEDS, EPOCHS = ["vanilla", "mixup"], [0, 1], 2
 UI_WAIT_S = 240  # `mlflow ui` takes a minute to start on a busy 2-core machine
 PAGE_WAIT_S = 120  # the page, its runs and its charts
+needs_browser = pytest.mark.skipif(
+    not Path(CHROMIUM).exists() or importlib.util.find_spec("playwright") is None,
+    reason=f"needs Debian's chromium ({CHROMIUM}; .ci/run installs it) and playwright (the test extra)")
 
 
 def test_study_url_opens_the_studys_shared_view_on_the_chart_tab_without_credentials():
@@ -110,11 +114,11 @@ def _keep(screenshot: Path) -> None:
         shutil.copy(screenshot, Path(folder) / screenshot.name)
 
 
-@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"needs Debian's chromium ({CHROMIUM}); .ci/run installs it")
+@pytest.mark.mlflow
+@pytest.mark.e2e
+@needs_browser
 def test_printed_url_shows_every_trial_and_its_top1_curve_without_clicks(tmp_path, ray_cluster):
-    pytest.importorskip("playwright", reason="needs playwright (pip install -e '.[test]')")
     from mlflow import MlflowClient
-    from playwright.sync_api import sync_playwright
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     done = subprocess.run([sys.executable, str(REPO / "tune" / "run_ablation.py"), _study_file(tmp_path),
@@ -125,7 +129,6 @@ def test_printed_url_shows_every_trial_and_its_top1_curve_without_clicks(tmp_pat
     printed = re.search(r"then open (\S+)", done.stdout)
     assert printed, done.stdout[-2000:]
     url = printed.group(1)
-    assert url.startswith("http://127.0.0.1:5000/#/experiments/"), url
 
     # the parent run is the study's summary: each setting's mean top1 over its seeds
     client = MlflowClient(uri)
@@ -141,13 +144,51 @@ def test_printed_url_shows_every_trial_and_its_top1_curve_without_clicks(tmp_pat
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"results.md", "results.csv", "results.png"} <= artifacts
 
-    ui = MlflowUi(uri, tmp_path)
-    screenshot = tmp_path / "mlflow_view.png"
+    legend = _show(uri, url, names, EPOCHS, tmp_path, "mlflow_view.png")
+    for name in names:  # the line chart's legend names every trial
+        assert f"{name} (top1)" in legend, legend
+
+
+@pytest.mark.mlflow
+@pytest.mark.e2e
+@needs_browser
+def test_the_view_draws_every_trial_of_a_study_of_more_than_ten(tmp_path):
+    # MLflow's runs page draws the first 10 runs unless told otherwise: 12 trials (one seed of 12
+    # settings, 3 epochs each), logged with MLflow's client as a study logs them
+    from mlflow import MlflowClient
+
+    from adautomix.platform.mlflow_view import publish, study_url
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    exp = client.create_experiment("ablation-many", tags={"mlflow.experimentKind": "custom_model_development"})
+    parent = client.create_run(exp, run_name="study many", tags={"adautomix.role": "study"}).info.run_id
+    names = [f"method=m{i:02d} seed=0" for i in range(12)]
+    for i, name in enumerate(names):
+        run = client.create_run(exp, run_name=name, tags={
+            "mlflow.parentRunId": parent, "adautomix.swept.method.name": f"m{i:02d}"}).info.run_id
+        for epoch in (1, 2, 3):
+            client.log_metric(run, "top1", 50.0 + i + 10 * epoch, step=epoch)
+        client.set_terminated(run)
+    client.set_terminated(parent)
+    publish(client, exp, parent, "top1", "max", ["method.name"])
+    _show(uri, study_url(uri, exp, parent), names, 3, tmp_path, "mlflow_view_12_trials.png")
+
+
+def _show(uri: str, url: str, names: list[str], epochs: int, folder: Path, picture: str) -> str:
+    """Open ``url`` (printed for ``mlflow ui`` on its default port) on `mlflow ui` serving
+    ``uri``; wait, without a click, for every name in ``names`` in the runs list and for a chart
+    with ``epochs`` points of each; keep a screenshot; return that chart's text."""
+    from playwright.sync_api import sync_playwright
+
+    assert url.startswith("http://127.0.0.1:5000/#/experiments/"), url
+    ui = MlflowUi(uri, folder)
+    screenshot = folder / picture
     try:
         url = url.replace("http://127.0.0.1:5000", f"http://127.0.0.1:{ui.port}", 1)
         with sync_playwright() as p:
             browser = p.chromium.launch_persistent_context(
-                str(tmp_path / "chromium-profile"), executable_path=CHROMIUM, headless=True,
+                str(folder / "chromium-profile"), executable_path=CHROMIUM, headless=True,
                 args=CHROMIUM_ARGS, viewport={"width": 1600, "height": 1000})
             try:
                 browser.route("**/*", lambda route: route.continue_()
@@ -157,20 +198,18 @@ def test_printed_url_shows_every_trial_and_its_top1_curve_without_clicks(tmp_pat
                 page.goto(url)
                 for name in names:  # every trial in the runs list
                     page.get_by_text(name, exact=True).first.wait_for(state="visible")
-                # a line chart of top1 against the epoch, a curve (its points) for every trial
-                curve = page.locator("[data-testid=experiment-view-compare-runs-card]").filter(
-                    has=page.locator(".scatterlayer .point")).first
-                curve.wait_for(state="visible")
+                # a line chart of top1 against the epoch: every trial's points
                 page.wait_for_function(
                     """n => [...document.querySelectorAll('.js-plotly-plot')].some(
                            p => p.querySelectorAll('.scatterlayer .point').length >= n)""",
-                    arg=len(names) * EPOCHS)
-                legend = curve.inner_text()
-                assert "top1" in legend
-                for name in names:
-                    assert f"{name} (top1)" in legend, legend
+                    arg=len(names) * epochs)
+                curve = page.locator("[data-testid=experiment-view-compare-runs-card]").filter(
+                    has=page.locator(".scatterlayer .point")).first
+                text = curve.inner_text()
+                assert "top1" in text and "Step" in text, text
                 page.wait_for_timeout(1000)  # let the plots settle before the picture
                 page.screenshot(path=str(screenshot))
+                return text
             finally:
                 browser.close()
     finally:
