@@ -57,7 +57,7 @@ def _train(args: argparse.Namespace) -> int:
             return train(cfg, callbacks=callbacks)
     try:
         if uri:  # MLflow is imported only then, at the edge
-            from .platform.tracking import train_logged
+            from .platform.run_logger import train_logged
 
             train_logged(cfg, uri, run)
         else:

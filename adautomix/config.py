@@ -66,7 +66,10 @@ class ModelConfig:
     # for swin_t and for images larger than 64 pixels, else cifar (as the published configs)
     stem: str = "auto"
     width: float = 1.0  # channel multiplier (CIFAR-stem ResNets); 0.25 makes ResNet-18 16x cheaper
-    zero_init_residual: bool = True  # last BatchNorm γ of each residual block starts at 0 (OpenMixup)
+    # last BatchNorm γ of each residual block starts at 0 (OpenMixup, made for published-length
+    # runs); auto = on for runs of >= ZERO_INIT_MIN_ITERATIONS optimizer steps (engine.py), off
+    # for shorter ones, where it leaves the network near a stack of shortcuts
+    zero_init_residual: bool | Auto = "auto"
     drop_path: float | None = None  # stochastic depth of swin_t / convnext_t; None = torchvision's default
     init: str | None = None  # initialise the backbone from a run dir / checkpoint of this project or a torchvision state dict
 

@@ -212,6 +212,14 @@ def test_epochs_for_early_stopping_come_from_the_trials_configs(tmp_path):
     assert swept.max_epochs() == 7
 
 
+def test_the_reference_setting_is_the_first_unless_the_study_names_one(tmp_path):
+    assert load_study(write_study(tmp_path)).reference == {"method.name": "mixup"}
+    assert load_study(write_study(tmp_path, reference="adautomix")).reference == {"method.name": "adautomix"}
+    two = {"method.name": ["mixup", "adautomix"], "method.n_mix": [2, 3]}
+    assert load_study(write_study(tmp_path, space=two, reference={"method.name": "adautomix", "method.n_mix": 3})
+                      ).reference == {"method.name": "adautomix", "method.n_mix": 3}
+
+
 def test_module_variants_switch_the_paper_modules():
     study = load_study(REPO / "ablations" / "modules.yaml")
     switches = {}
@@ -238,6 +246,9 @@ BAD_STUDIES = {
                              "resources.gpus_per_worker: 1.5 is not allowed: a fraction between 0 and 1"),
     "GPU fraction for a multi-worker run": ({"resources": {"workers": 2, "gpus_per_worker": 0.5}},
                                             "workers of one run cannot share a GPU"),
+    "reference not swept": ({"reference": "cutmix"}, "reference.method.name: 'cutmix' is not one of the swept"),
+    "reference of a search": ({"searcher": "tpe", "seeds": [0], "reference": 0.1,
+                               "space": {"train.lr": {"uniform": [0.1, 0.2]}}}, "reference: only for searcher: grid"),
 }
 
 
@@ -351,7 +362,8 @@ def test_smoke_study_logs_one_parent_and_a_child_per_trial(tmp_path, ray_cluster
     quiet_end(done)  # a grid study ends without a warning
     assert f"mlflow ui --backend-store-uri sqlite:///{tmp_path / 'mlflow.db'}" in done.stdout
     assert "| mixup | 1 |" in done.stdout and "| adautomix | 1 |" in done.stdout
-    assert "eval_ece" in done.stdout and "eval_fgsm_top1" in done.stdout  # the results table's columns
+    assert "ECE ↓" in done.stdout and "FGSM top-1" in done.stdout  # the results table's columns
+    check_results(done.stdout)
     client, parents, children = study_runs(uri, "tiny")
     assert f"http://127.0.0.1:5000/#/experiments/{parents[0].info.experiment_id}/runs?" in done.stdout
     assert len(parents) == 1 and len(children) == 2
@@ -373,6 +385,21 @@ def test_smoke_study_logs_one_parent_and_a_child_per_trial(tmp_path, ray_cluster
     check_report(tmp_path, uri)
 
 
+def check_results(stdout: str) -> None:
+    """The study's results: the table with its statistics columns (one seed: no CI, said so),
+    results.md linking the figure, and the figure's two panels (curves, final values)."""
+    from PIL import Image
+
+    header = next(line for line in stdout.splitlines() if line.startswith("| method | n |"))
+    assert "95 % CI" in header and "Δ vs mixup [95 % CI]" in header and "verdict" in header
+    assert "n = 1: no CI (one seed has no spread)" in stdout
+    folder = Path(re.search(r"results: (\S+)/results\.md", stdout).group(1))
+    assert "![results](results.png)" in (folder / "results.md").read_text()
+    assert "delta_ci_low" in (folder / "results.csv").read_text().splitlines()[0]
+    with Image.open(folder / "results.png") as image:
+        assert image.size == (1575, 600)  # two panels: the curves had per-epoch history
+
+
 def check_final_eval(client, children) -> None:
     """Each trial's run holds the final evaluation: its numbers at the last epoch's step, eval.json
     and the pictures."""
@@ -392,10 +419,11 @@ def check_report(folder: Path, uri: str) -> None:
     assert done.returncode == 0, output(done)
     rows = [line for line in done.stdout.splitlines() if line.startswith(("| mixup |", "| adautomix |"))]
     assert len(rows) == 2, done.stdout
-    header = next(line for line in done.stdout.splitlines() if line.startswith("|  | seeds |"))
+    header = next(line for line in done.stdout.splitlines() if line.startswith("| method | n |"))
     assert "ECE ↓" in header and "FGSM top-1" in header and "occlusion top-1" in header
+    assert "95 % CI" in header and "Δ vs mixup [95 % CI]" in header and "verdict" in header  # the study's reference
     assert sum(row.count("**") for row in rows) >= 2 * 5  # every column has one best (5 columns)
-    for name in ("report.md", "report.csv", "occlusion.png", "reliability.png"):
+    for name in ("report.md", "report.csv", "curves.png", "occlusion.png", "reliability.png"):
         assert (folder / "report" / name).exists(), name
 
 

@@ -112,8 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         return INTERRUPTED
     minutes, seconds = divmod(int(time.perf_counter() - start), 60)
     print(f"\nstudy {study.name}: {len(outcome.records)} of {study.total_trials()} trials done "
-          f"({outcome.ran} run now) in {minutes}m{seconds:02d}s; mean ± std over seeds, "
-          f"★ = {study.metric} ({study.mode}):\n")
+          f"({outcome.ran} run now) in {minutes}m{seconds:02d}s:\n")
     print(outcome.table)
     print(f"\nresults: {outcome.study_dir}/results.md, results.csv, results.png")
     if outcome.failed:

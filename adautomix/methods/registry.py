@@ -57,7 +57,10 @@ def classifier(cfg: "Config", num_classes: int, heads: tuple[str, ...] = ("one",
     from ..models.cifar_resnet import build_classifier
 
     m = cfg.model
-    model = build_classifier(m.arch, m.width, num_classes, heads=heads, zero_init_residual=m.zero_init_residual,
+    # "auto" is resolved from the run's length before a run builds its step
+    # (engine.resolve_schedules); a step built outside a run (tests, bench) keeps the published value
+    zero_init = m.zero_init_residual if isinstance(m.zero_init_residual, bool) else True
+    model = build_classifier(m.arch, m.width, num_classes, heads=heads, zero_init_residual=zero_init,
                              stem=m.stem, drop_path=m.drop_path)
     if m.init and not cfg.train.resume:  # a resumed run's checkpoint holds every weight
         from ..models.pretrained import load_init

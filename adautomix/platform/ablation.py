@@ -14,7 +14,8 @@
 - Resume is Tune's own: ``Tuner.restore`` continues unfinished and errored trials; a trial starts
   again from its last checkpoint (Tune's checkpoint, or Ray Train's run snapshot: the Train run
   has a fixed name in the trial's folder), and finds its MLflow run again by its trial-key tag.
-- Results come from Tune's ``ResultGrid``; the table and the plot from ``evaluation.report``.
+- Results come from Tune's ``ResultGrid`` (last and per-epoch results); the table from
+  ``evaluation.report``, ``results.png`` from ``evaluation.figures``.
 
 The study folder ``runs/studies/<name>-<time>/`` holds ``state.json`` (the study's fingerprint
 and its MLflow ids), ``study.yaml``, ``trials/`` (Tune's experiment; ``trials/<key>/`` is each
@@ -32,8 +33,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..engine import CHECKPOINT, Trainer, newest_checkpoint
-from ..evaluation import report
+from ..engine import CHECKPOINT, Trainer, newest_checkpoint, numeric
+from ..evaluation import figures, report
 from . import mlflow_view, tracking
 from .ray_train import ReportEpochs, connect, train_with_ray
 from .study import TRIALS, Study, StudyError, Trial
@@ -116,10 +117,9 @@ def _tracking_callback(tracker: tracking.StudyTracker, study: Study, study_dir: 
                 **{f"adautomix.swept.{k}": report.format_value(v) for k, v in t.setting.items()}})
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
-            metrics = {k: v for k, v in result.items() if k not in AUTO_RESULT_KEYS
-                       and isinstance(v, (int, float)) and not isinstance(v, bool)}
-            if "epoch" in metrics:
-                tracker.trial_epoch(_ident(study, trial.config).key, metrics, run_dir(trial))
+            record = numeric({k: v for k, v in result.items() if k not in AUTO_RESULT_KEYS})
+            if "epoch" in record:  # the engine's epoch record, less what Tune added to it
+                tracker.trial_epoch(_ident(study, trial.config).key, record, run_dir(trial))
 
         def on_trial_complete(self, iteration, trials, trial, **info):
             last = trial.last_result or {}
@@ -324,10 +324,10 @@ def run_study(study: Study, *, study_dir: Path | None = None, resume: bool = Fal
 
     incomplete = grid.num_terminated + grid.num_errors < study.total_trials()  # interrupted
     records, failed = _records(study, grid, incomplete)
-    rows = report.aggregate(records, study.metric, study.mode,
-                            [t.setting for t in study.trials()] if study.searcher == "grid" else None)
-    table = report.markdown_table(rows, study.swept, study.metric)
-    files = _write_results(study, study_dir, rows, table)
+    results = report.build(records, study.metric, study.mode, study.swept, study.reference,
+                           [t.setting for t in study.trials()], search=study.searcher == "tpe")
+    table = report.markdown(results)
+    files = _write_results(study, study_dir, results, table)
     if tracker:
         tracker.study_ended([study_dir / "study.yaml", *files],
                             "FAILED" if failed else "KILLED" if incomplete else "FINISHED",
@@ -364,16 +364,27 @@ def _records(study: Study, grid, incomplete: bool) -> tuple[list[dict], list[str
     records, failed = [], []
     for result in grid:
         trial = _ident(study, result.config)
-        metrics = {k: v for k, v in (result.metrics or {}).items()
-                   if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        metrics = numeric(result.metrics or {})
         finished = _finished(study, result.config, metrics)
         if result.error is not None:
             failed.append(f"{trial.name}: {type(result.error).__name__}; see {result.path}")
         elif "epoch" in metrics and (finished or not incomplete):
             records.append({"setting": trial.setting, "seed": trial.seed, "key": trial.key,
                             "status": "finished" if finished else "stopped_early",
-                            "epochs_done": int(metrics["epoch"]), "metrics": metrics})
+                            "epochs_done": int(metrics["epoch"]), "metrics": metrics,
+                            "history": _history(result, study.metric)})
     return records, failed
+
+
+def _history(result, metric: str) -> list[dict]:
+    """The trial's per-epoch ``epoch``, ``top1`` and ``metric``: every result Tune received
+    (``Result.metrics_dataframe``, read from the trial's ``progress.csv``)."""
+    frame = result.metrics_dataframe
+    if frame is None or "epoch" not in frame:
+        return []
+    wanted = [c for c in dict.fromkeys(["epoch", "top1", metric]) if c in frame]
+    # an epoch trained again after a restore from an older checkpoint counts once, as retrained
+    return frame[wanted].dropna(subset=["epoch"]).drop_duplicates("epoch", keep="last").to_dict("records")
 
 
 def _best_key(study: Study, records: list[dict]) -> str | None:
@@ -402,16 +413,16 @@ def _resume_uri(stored: str | None, given: str | None) -> str | None:
     return uri
 
 
-def _write_results(study: Study, study_dir: Path, rows: list[dict], table: str) -> list[Path]:
-    """``results.md``, ``results.csv`` and ``results.png`` in the study folder."""
+def _write_results(study: Study, study_dir: Path, results: report.Table, table: str) -> list[Path]:
+    """``results.md`` (the table, linking the figure), ``results.csv`` and ``results.png``."""
     md = study_dir / "results.md"
-    md.write_text(f"# Study {study.name}\n\n{study.description}\n\n"
-                  f"mean ± std over seeds; ★ = {study.metric} ({study.mode})\n\n{table}\n")
-    files = [md, report.write_csv(study_dir / "results.csv", rows, study.swept, study.metric)]
-    if rows:
+    md.write_text(f"# Study {study.name}\n\n" + (f"{study.description}\n\n" if study.description else "")
+                  + f"{table}\n\n"
+                  + ("![results](results.png)\n" if results.rows else ""))
+    files = [md, report.write_csv(study_dir / "results.csv", results)]
+    if results.rows:
         log_keys = tuple(k for k, v in study.space.items() if isinstance(v, dict) and "loguniform" in v)
-        files.append(report.plot(study_dir / "results.png", rows, study.swept, study.metric,
-                                 study.name, search=study.searcher == "tpe", log_keys=log_keys))
+        files.append(figures.save(study_dir / "results.png", results, study.name, log_keys))
     return files
 
 
@@ -426,6 +437,7 @@ def _start_tracking(study: Study, study_dir: Path, uri: str) -> tracking.StudyTr
     params = {"study.name": study.name, "study.searcher": study.searcher,
               "study.seeds": str(study.seeds), "study.metric": study.metric, "study.mode": study.mode,
               "study.trials": study.total_trials(), "study.smoke": study.smoke,
+              "study.reference": json.dumps(study.reference, sort_keys=True),
               **{f"study.tpe.{k}": v for k, v in study.tpe.items()},
               **{f"study.space.{k}": str(v) for k, v in study.space.items()},
               **{f"base.{k}": v for k, v in study.overrides_base.items()}}

@@ -106,8 +106,7 @@ class ReportEpochs(Callback):
         self._report(trainer, checkpoint)
 
     def _report(self, trainer: Trainer, checkpoint: Path | None) -> None:
-        metrics = {k: v for k, v in trainer.history[-1].items()
-                   if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        metrics = dict(trainer.history[-1])  # the epoch record: plain numbers (engine.EpochRecord)
         if self.to == "tune":
             from ray import tune
 

@@ -19,6 +19,8 @@ one small file in ``ablations/``. A study file holds::
     tpe: {seed: 0, n_startup_trials: 10, multivariate: false, constant_liar: true}  # tpe only
     metric: top1_median_last10     # what the table, the plot and the searcher rank by
     mode: max
+    reference: vanilla             # grid only: the setting the others are compared with (its
+                                   # value, or {swept key: value, ...}); default: the first
     resources: {workers: 1, cpus_per_worker: 1, gpus_per_worker: 0, in_trial: true}
     #   gpus_per_worker: 0.25 lets four one-worker trials share a GPU (Ray's fractional GPUs)
     scheduler: {name: asha, grace_period: 2, reduction_factor: 2}   # optional (early stopping)
@@ -49,7 +51,7 @@ SEARCHERS = ("grid", "tpe")
 MODES = ("max", "min")
 SCHEDULERS = ("asha",)
 STUDY_KEYS = ("name", "description", "preset", "base", "space", "searcher", "seeds", "num_samples", "tpe",
-              "metric", "mode", "resources", "scheduler", "max_concurrent", "smoke")
+              "metric", "mode", "reference", "resources", "scheduler", "max_concurrent", "smoke")
 RESOURCES = {"workers": 1, "cpus_per_worker": 1, "gpus_per_worker": 0, "in_trial": True}
 SCHEDULER_KEYS = ("name", "grace_period", "reduction_factor")
 # Optuna's TPESampler settings a study may set; written out so that a search is reproducible
@@ -131,6 +133,7 @@ class Study:
     overrides: list[str] = field(default_factory=list)  # key=value from the command line
     text: str = ""  # the study file as written
     grid: list[Trial] = field(default_factory=list)  # grid only: every point x every seed
+    reference: dict[str, Any] | None = None  # grid only: the setting the table compares with
 
     @property
     def swept(self) -> list[str]:
@@ -252,6 +255,27 @@ def _section(path: Path, raw: dict, key: str, allowed: dict | tuple) -> dict:
         if k not in allowed:
             _fail(path, f"{key}.{k}", f"unknown key (allowed: {', '.join(allowed)})")
     return value
+
+
+def _reference(path: Path, value: Any, searcher: str, space: dict[str, Any]) -> dict[str, Any] | None:
+    """The grid point the results table compares every setting with: ``reference:`` as the
+    value of the one swept key or ``{key: value}`` of every swept key; default the first point."""
+    if searcher != "grid":
+        if value is not None:
+            _fail(path, "reference", "only for searcher: grid (a search ranks its settings)")
+        return None
+    if value is None:
+        return {k: values[0] for k, values in space.items()}
+    if not isinstance(value, dict):
+        if len(space) != 1:
+            _fail(path, "reference", f"expected {{key: value}} for each of {', '.join(space)}, got {value!r}")
+        value = {next(iter(space)): value}
+    if set(value) != set(space):
+        _fail(path, "reference", f"expected a value for each swept key ({', '.join(space)}), got {value!r}")
+    for key, v in value.items():
+        if v not in space[key]:
+            _fail(path, f"reference.{key}", f"{v!r} is not one of the swept values {space[key]!r}")
+    return {k: value[k] for k in space}
 
 
 def load_study(path: str | Path, overrides: list[str] | None = None, smoke: bool = False) -> Study:
@@ -435,11 +459,12 @@ def load_study(path: str | Path, overrides: list[str] | None = None, smoke: bool
         if sched["grace_period"] < 1 or sched["reduction_factor"] < 2:
             _fail(path, "scheduler", "grace_period >= 1 and reduction_factor >= 2")
 
+    reference = _reference(path, raw.get("reference"), searcher, space)
     study = Study(name=name, path=path, description=description, base=base_config,
                   overrides_base=base, space=space, searcher=searcher, seeds=seeds,
                   num_samples=num_samples, metric=metric, mode=mode, resources=resources,
                   scheduler=sched, max_concurrent=max_concurrent, tpe=tpe, smoke=smoke,
-                  variants=variants, overrides=list(overrides or []), text=text)
+                  variants=variants, overrides=list(overrides or []), text=text, reference=reference)
     if smoke:
         study.seeds = study.seeds[:1]
         if searcher == "tpe":
