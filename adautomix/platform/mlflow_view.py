@@ -49,9 +49,9 @@ def view_key(parent_run_id: str) -> str:
 
 
 def study_url(uri: str, experiment_id: str, parent_run_id: str) -> str:
-    """The URL of the study's view: the experiment's runs page (``tracking.runs_url``) in the
+    """The URL of the study's view: the experiment's runs page (``mlflow_store.runs_url``) in the
     state ``publish`` stored, on its chart tab."""
-    from .tracking import runs_url
+    from .mlflow_store import runs_url
 
     return (f"{runs_url(uri, experiment_id)}&viewStateShareKey={quote(view_key(parent_run_id))}"
             "&compareRunsMode=CHART")
