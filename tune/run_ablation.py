@@ -82,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from adautomix import stopping
     from adautomix.platform.ablation import run_study
-    from adautomix.platform.tracking import runs_url, ui_command
+    from adautomix.platform.mlflow_view import study_url
+    from adautomix.platform.tracking import ui_command
     from adautomix.runlock import LockedError
 
     stopping.forward_sigterm_as_sigint()  # Slurm, Kubernetes, `timeout`: stop as on Ctrl-C
@@ -132,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
               f"continue it with: {resume_command(outcome.study_dir)}", file=sys.stderr)
     if outcome.tracking_uri:
         print(f"MLflow: {ui_command(outcome.tracking_uri)}\n"
-              f"        then open {runs_url(outcome.tracking_uri, outcome.experiment_id)}")
+              f"        then open {study_url(outcome.tracking_uri, outcome.experiment_id, outcome.parent_run_id)}")
     else:
         print("MLflow: tracking was unavailable (see the warning above); the metrics are in "
               f"{outcome.study_dir}/trials/*/metrics.jsonl")

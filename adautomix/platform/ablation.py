@@ -23,6 +23,7 @@ trial's run directory), ``optuna.log`` (a TPE search) and the results.
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -36,7 +37,7 @@ from ..checkpoints import history
 from ..engine import CHECKPOINT, Trainer, newest_checkpoint, numeric
 from ..evaluation import figures, report
 from ..runlock import RunLock
-from . import tracking
+from . import mlflow_view, tracking
 from .ray_train import ReportEpochs, connect, train_with_ray
 from .study import TRIALS, Study, StudyError, Trial
 
@@ -239,6 +240,7 @@ class Outcome:
     ran: int  # trials this invocation started or continued
     incomplete: bool  # fewer trials ended than the study has (interrupted or failed)
     interrupted: bool = False  # stopped by Ctrl-C (SIGINT); Tune saved its state for --resume
+    parent_run_id: str | None = None  # the study's MLflow parent run (mlflow_view.study_url)
 
 
 def new_study_dir(study: Study, root: str | Path = "runs/studies") -> Path:
@@ -340,10 +342,14 @@ def _run_study(study: Study, study_dir: Path, resume: bool, tracking_uri: str | 
         tracker.study_ended([study_dir / "study.yaml", *files],
                             "FAILED" if failed else "KILLED" if incomplete else "FINISHED",
                             {"adautomix.trials_done": str(len(records))},
-                            champion=_best_key(study, records), model_name=study.name)
+                            champion=_best_key(study, records), model_name=study.name,
+                            publish=functools.partial(
+                                mlflow_view.finish, results_csv=study_dir / "results.csv",
+                                metric=study.metric, mode=study.mode, swept=study.swept))
     return Outcome(study_dir, tracker.uri if tracker and not tracker.failed else None,
                    tracker.experiment_id if tracker else None, records, failed, table,
-                   study.total_trials() - before, incomplete, notices.interrupted)
+                   study.total_trials() - before, incomplete, notices.interrupted,
+                   tracker.parent_run_id if tracker else None)
 
 
 class _TuneStopNotices(logging.Filter):

@@ -174,11 +174,13 @@ class StudyTracker:
         self._done.add(key)  # nothing more is logged into it, unless the trial starts again
 
     def study_ended(self, files: list[Path], status: str, tags: dict[str, str],
-                    champion: str | None = None, model_name: str | None = None) -> None:
+                    champion: str | None = None, model_name: str | None = None,
+                    publish=None) -> None:
         """The study's results on the parent run, which is closed with ``status``; the runs of
         trials cut off by an interruption are closed KILLED (``--resume`` opens them again).
         ``champion``: the key of the best trial, whose logged model is registered as
-        ``model_name`` with the alias ``champion``."""
+        ``model_name`` with the alias ``champion``. ``publish(client, experiment_id,
+        parent_run_id)``: the study's summary metrics and view (``mlflow_view.finish``)."""
         def end(c) -> None:
             cut = c.search_runs([self.experiment_id], max_results=1000, filter_string=(
                 f"tags.`mlflow.parentRunId` = '{self.parent_run_id}' and attributes.status = 'RUNNING'"))
@@ -190,6 +192,8 @@ class StudyTracker:
                 self._register(c, champion, model_name)
             for k, v in tags.items():
                 c.set_tag(self.parent_run_id, k, v)
+            if publish is not None:
+                publish(c, self.experiment_id, self.parent_run_id)
             c.set_terminated(self.parent_run_id, status=status)
 
         self._call("the study's results on the parent run", end)
