@@ -156,7 +156,7 @@ def _measure_all(jobs: list[tuple], common: tuple, json_path: str | None) -> lis
     for spec, batch, switches in jobs:
         try:
             row = _measure(spec, batch, switches, *common)
-        except Exception as err:  # e.g. out of memory, a compiler failure: the others go on
+        except Exception as err:  # noqa: BLE001 - e.g. out of memory, a compiler failure: the others go on
             row = {"method": spec, "batch": batch, "switches": switches,
                    "error": f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"}
         rows.append(row)

@@ -34,8 +34,8 @@ def _train(args: argparse.Namespace) -> int:
     if args.dry_run:  # the resolved config, usable as --config; no data read, nothing written, no torch
         print("".join(f"# {line}\n" for line in notes) + yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
         return 0
-    from .data.datasets import DataError
     from . import stopping
+    from .data.datasets import DataError
     from .engine import CheckpointError, CheckpointWriteError, RunExistsError, train
     from .models.pretrained import InitError
     from .runlock import LockedError, RunLock
@@ -109,8 +109,8 @@ def _fail(err: Exception) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from .data.datasets import DataError
     from .checkpoints import CheckpointError
+    from .data.datasets import DataError
     from .evaluate import EvalError, evaluate, parse_suites
 
     try:
@@ -171,7 +171,8 @@ def _add_train(sub) -> None:
                     help="print the resolved config (YAML, usable as --config) and exit: checks the config "
                          "only, reads no data and writes nothing")
     tp.add_argument("--config", help="YAML file with a (partial) config tree")
-    tp.add_argument("--resume", action="store_true", help="continue from the newest readable checkpoint in out_dir/checkpoints/")
+    tp.add_argument("--resume", action="store_true",
+                    help="continue from the newest readable checkpoint in out_dir/checkpoints/")
     tp.add_argument("--address", default=None,
                     help="Ray cluster to join when train.workers > 0 (default: $RAY_ADDRESS, else a local one)")
     tp.add_argument("--tracking-uri", default=None,

@@ -69,7 +69,8 @@ class ModelConfig:
     # for shorter ones, where it leaves the network near a stack of shortcuts
     zero_init_residual: bool | Auto = "auto"
     drop_path: float | None = None  # stochastic depth of swin_t / convnext_t; None = torchvision's default
-    init: str | None = None  # initialise the backbone from a run dir / checkpoint of this project or a torchvision state dict
+    # initialise the backbone from a run dir / checkpoint of this project or a torchvision state dict
+    init: str | None = None
 
 
 @dataclass

@@ -24,8 +24,8 @@ import math
 import shutil
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.distributed as dist
@@ -71,7 +71,7 @@ class Callback:
     rank (Ray Train's ``report`` must be called by all of them), the others on rank 0 only.
     """
 
-    def setup(self, trainer: "Trainer") -> None:
+    def setup(self, trainer: Trainer) -> None:
         """Every rank, once per launch, before the first epoch (after a checkpoint was restored)."""
 
     def on_epoch(self, record: EpochRecord) -> None:
@@ -80,12 +80,12 @@ class Callback:
     def on_artifact(self, path: Path) -> None:
         """Rank 0: a file written into the run directory (a mixed-sample picture)."""
 
-    def on_epoch_end(self, trainer: "Trainer", checkpoint: Path | None) -> None:
+    def on_epoch_end(self, trainer: Trainer, checkpoint: Path | None) -> None:
         """Every rank, after each epoch (its record is ``trainer.history[-1]``); ``checkpoint``
         is the file rank 0 has just written (every ``train.ckpt_every`` epochs and at the end),
         else None."""
 
-    def on_end(self, summary: dict, trainer: "Trainer") -> None:
+    def on_end(self, summary: dict, trainer: Trainer) -> None:
         """Rank 0: the run is done and ``metrics.json`` written."""
 
 

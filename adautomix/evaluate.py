@@ -15,8 +15,8 @@ from pathlib import Path
 
 import yaml
 
-from .config import EVAL_SUITES, Config, load_config
 from .checkpoints import history, newest_readable
+from .config import EVAL_SUITES, Config, load_config
 from .engine import CHECKPOINT, CheckpointError, Trainer, read_checkpoint
 
 
@@ -70,7 +70,7 @@ def _read(checkpoint: Path) -> dict:
         state = read_checkpoint(checkpoint)
     except CheckpointError:
         raise
-    except Exception as err:  # not a torch file, truncated, ...
+    except Exception as err:  # noqa: BLE001 - not a torch file, truncated, ...
         raise EvalError(f"{checkpoint}: not a readable checkpoint ({type(err).__name__}: "
                         f"{str(err).strip().splitlines()[0] if str(err).strip() else ''})") from None
     if not isinstance(state, dict) or "step" not in state:

@@ -54,7 +54,7 @@ class RunLock:
         self.created: list[Path] = []
         self.lock = None
 
-    def __enter__(self) -> "RunLock":
+    def __enter__(self) -> RunLock:
         from filelock import FileLock, Timeout
 
         if self.folder in _HELD:

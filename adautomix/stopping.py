@@ -15,7 +15,7 @@ import os
 import signal
 import sys
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 SIGTERM_EXIT = 128 + signal.SIGTERM  # 143, as a shell reports a command ended by SIGTERM
 

@@ -10,12 +10,23 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from tiny_data import write_cifar100, write_imagefolder
 
 from adautomix.cli import main as cli_main
 from adautomix.config import SEED_MAX, Config, ConfigError, from_dict, load_config
-from adautomix.engine import (CHECKPOINT, ZERO_INIT_MIN_ITERATIONS, Callback, CheckpointError, RunExistsError,
-                              WarmupCosine, build_step, resolve_schedules, select_device, train)
+from adautomix.engine import (
+    CHECKPOINT,
+    ZERO_INIT_MIN_ITERATIONS,
+    Callback,
+    CheckpointError,
+    RunExistsError,
+    WarmupCosine,
+    build_step,
+    resolve_schedules,
+    select_device,
+    train,
+)
+
+from tiny_data import write_cifar100, write_imagefolder
 
 # Small enough for a 2-core CPU: a 1/8-width ResNet-18 on 256 digits, one thread.
 TINY = {"model.width": 0.125, "data.limit_train": 256, "data.limit_test": 128,

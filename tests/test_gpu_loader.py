@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from adautomix.config import ConfigError, load_config
-from adautomix.data.datasets import DataSpec, TensorData, TensorLoader, build_loaders
+from adautomix.data.datasets import DataSpec, TensorData, build_loaders
 from adautomix.data.gpu_loader import DeviceTensorLoader, HostToDevice
+from adautomix.data.loaders import TensorLoader
 from adautomix.engine import train
 
 CPU = torch.device("cpu")

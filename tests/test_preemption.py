@@ -8,8 +8,6 @@ at the same step and the resumed run can be compared with an uninterrupted one e
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -83,7 +81,7 @@ def test_sigterm_mid_epoch_saves_and_resume_ends_with_the_weights_of_an_uninterr
 
 def test_sigterm_during_a_step_longer_than_the_grace_period_exits_143_with_the_last_checkpoint(tmp_path):
     run = tmp_path / "run"
-    script = f"""
+    script = """
 import os, signal, sys, time
 from adautomix.data.loaders import TensorLoader
 plain = TensorLoader.__iter__

@@ -18,6 +18,9 @@ import time
 from pathlib import Path
 
 import pytest
+
+# Callbacks below are defined in this module, which Ray's workers cannot import: ship by value.
+import ray.cloudpickle  # noqa: E402
 import torch
 
 from adautomix.config import ConfigError, load_config
@@ -27,9 +30,6 @@ from adautomix.platform import ray_train
 from adautomix.platform.ray_train import RayTrainError, RunDirNotShared, train_with_ray
 
 from conftest import REPO, _start_node, cluster_env
-
-# Callbacks below are defined in this module, which Ray's workers cannot import: ship by value.
-import ray.cloudpickle  # noqa: E402
 
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
@@ -344,7 +344,8 @@ def test_bad_data_path_on_a_worker_is_one_line_and_exit_2(tmp_path, ray_cluster)
                     f"out_dir={tmp_path / 'run'}", "--address", ray_cluster.address])
     errors = stderr_lines(done.stderr)
     assert done.returncode == 2, done.stdout[-2000:] + done.stderr[-3000:]
-    assert len(errors) == 1 and errors[0].startswith("adautomix: error:") and str(missing) in errors[0], done.stderr[-12000:]
+    assert len(errors) == 1, done.stderr[-12000:]
+    assert errors[0].startswith("adautomix: error:") and str(missing) in errors[0], done.stderr[-12000:]
     assert not (tmp_path / "run").exists()  # nothing of the launch is left behind
 
 

@@ -133,7 +133,7 @@ def load_image(path: str):
     try:
         with open(path, "rb") as fh:
             return Image.open(fh).convert("RGB")
-    except Exception as err:
+    except Exception as err:  # noqa: BLE001 - whatever PIL raises, the file is unreadable
         raise DataError(f"unreadable image {path} ({type(err).__name__}: {err})") from None
 
 

@@ -9,9 +9,8 @@ into the records (each with ``"eval"``: the run's eval.json or None).
 from __future__ import annotations
 
 import json
-from pathlib import Path
-
 import math
+from pathlib import Path
 
 from .report import best_mean, cell
 

@@ -35,8 +35,16 @@ import io
 import numpy as np
 from scipy import ndimage
 
-from .image_ops import (canny, clipped_zoom, disk_kernel, equalize_hist, frost_texture,  # noqa: F401
-                        motion_blur_image, motion_blur_kernel, plasma_fractal)
+from .image_ops import (  # noqa: F401
+    canny,
+    clipped_zoom,
+    disk_kernel,
+    equalize_hist,
+    frost_texture,
+    motion_blur_image,
+    motion_blur_kernel,
+    plasma_fractal,
+)
 
 SYNTHETIC = ("frost",)  # corruptions that differ from CIFAR-C's by construction (see above)
 

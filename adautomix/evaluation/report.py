@@ -249,8 +249,9 @@ def notes(table: Table, shown: list[dict]) -> list[str]:
 
 def write_csv(path: Path, table: Table) -> Path:
     """One line per setting: its keys, n, the headline metric's mean, std, CI, Δ, its CI, the
-    test, p, p after Holm's correction (empty without it) and the verdict, then mean, std and CI of every other metric (every ``eval_*`` one
-    included) and, where the paper has one, its value and the difference."""
+    test, p, p after Holm's correction (empty without it) and the verdict, then mean, std and CI
+    of every other metric (every ``eval_*`` one included) and, where the paper has one, its value
+    and the difference."""
     m, cols = table.metric, columns(table)
     present = {c for r in table.rows for c in r["stats"]}
     cols += sorted(c for c in present if c.startswith("eval_") and c not in cols and c != m)

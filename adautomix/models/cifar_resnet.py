@@ -12,7 +12,7 @@ al., 2017, https://arxiv.org/abs/1706.02677).
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn as nn

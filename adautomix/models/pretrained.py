@@ -60,7 +60,7 @@ def _read(path: Path) -> tuple[Path, dict]:
         raise InitError(f"model.init={file}: refused: it holds a pickled Python object"
                         f"{f' ({found.group(1)})' if found else ''} that loading would have to run; "
                         "save the weights as a state dict (torch.save(model.state_dict(), path))") from None
-    except Exception as err:  # a truncated or foreign file: the same problem for the user
+    except Exception as err:  # noqa: BLE001 - a truncated or foreign file: the same problem for the user
         raise InitError(f"model.init={file}: unreadable ({type(err).__name__}: {str(err).splitlines()[0]})") from None
     if not isinstance(state, dict):
         raise InitError(f"model.init={file}: expected a dict of tensors, got {type(state).__name__}")
@@ -118,7 +118,8 @@ def load_init(backbone: nn.Module, path: str | Path, arch: str, stem: str) -> st
             hint = "; a torchvision state dict fits the ImageNet stem (model.stem=imagenet)"
         problems = [f"{len(missing)} missing ({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''})"
                     if missing else "",
-                    f"{len(unexpected)} unexpected ({', '.join(unexpected[:3])}{', ...' if len(unexpected) > 3 else ''})"
+                    f"{len(unexpected)} unexpected ({', '.join(unexpected[:3])}"
+                    f"{', ...' if len(unexpected) > 3 else ''})"
                     if unexpected else "",
                     f"{len(shapes)} of another shape ({', '.join(shapes[:2])})" if shapes else ""]
         raise InitError(f"model.init={file}: a {kind} that does not fit model.arch={arch} model.stem={stem}: "

@@ -15,8 +15,8 @@ died), ``train.max_preemption_failures`` (preempted nodes; Ray's preemption watc
 ``train.controller_failure_limit`` (worker-group starts that found no room within
 ``train.worker_start_timeout_s``, e.g. after a node was lost on a cluster without an autoscaler).
 The run has a fixed name and its storage in ``out_dir/ray/``, so a later launch of the same run
-(``--resume``, or a Tune trial continued by ``Tuner.restore``) is restored by Ray Train from its snapshot; ``last.pt`` serves
-``--resume`` when Ray's storage is gone.
+(``--resume``, or a Tune trial continued by ``Tuner.restore``) is restored by Ray Train from its
+snapshot; ``last.pt`` serves ``--resume`` when Ray's storage is gone.
 
 Cluster: ``address`` (or ``RAY_ADDRESS``) joins a running cluster, otherwise a local one is started
 with its dashboard on 127.0.0.1; ``RAY_AUTH_MODE=token`` either way, and the token file readable by

@@ -15,8 +15,19 @@ from pathlib import Path
 from ..config import params
 from ..engine import Callback
 from .mlflow_model import ExportModel, log_run_files
-from .mlflow_store import (TAG_PREFIX, backfill, client, epoch_metrics, experiment, git_commit, log_params,
-                           resolve_tracking_uri, runs_url, ui_command, warn)
+from .mlflow_store import (
+    TAG_PREFIX,
+    backfill,
+    client,
+    epoch_metrics,
+    experiment,
+    git_commit,
+    log_params,
+    resolve_tracking_uri,
+    runs_url,
+    ui_command,
+    warn,
+)
 
 _ASYNC_LOGGER = "mlflow.utils.async_logging.async_logging_queue"  # reports MLflow's failed batches
 

@@ -22,9 +22,25 @@ import yaml
 
 from ..config import flatten
 from .mlflow_model import CHAMPION, ExportModel, log_run_files, register
-from .mlflow_store import (MODEL_URI_TAG, STUDY_TAG, TAG_PREFIX, TRIAL_KEY_TAG, backfill, client,
-                           epoch_metrics, experiment, first_line, git_commit, is_local_store, log_params,
-                           mask, resolve_tracking_uri, runs_url, ui_command, warn)
+from .mlflow_store import (
+    MODEL_URI_TAG,
+    STUDY_TAG,
+    TAG_PREFIX,
+    TRIAL_KEY_TAG,
+    backfill,
+    client,
+    epoch_metrics,
+    experiment,
+    first_line,
+    git_commit,
+    is_local_store,
+    log_params,
+    mask,
+    resolve_tracking_uri,
+    runs_url,
+    ui_command,
+    warn,
+)
 
 __all__ = ["STUDY_TAG", "ExportModel", "StudyTracker", "client", "first_line", "git_commit",  # for the study
            "is_local_store", "mask", "resolve_tracking_uri", "runs_url", "ui_command", "warn"]
