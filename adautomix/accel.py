@@ -8,7 +8,8 @@ tests). What ``compile`` compiles:
   loss of SPEC.md steps 3-7, as one function; only the draws from the CPU generator and the
   teacher's BatchNorm replay stay in Python.
 - Every other method: its networks (the classifier's backbone; AutoMix also its Mix Block and
-  the teacher's backbone), each in place. Their steps draw from a CPU generator between network passes and some (PuzzleMix)
+  the teacher's backbone), each in place. Their steps draw from a CPU generator between network passes
+  and some (PuzzleMix)
   run NumPy and graph cuts in the middle, where a whole-step graph would break anyway.
 
 Compiling in place (``nn.Module.compile``, or a compiled method on the step) leaves the module

@@ -17,7 +17,8 @@ N = 2 and 3.
 breakdown of a step: the time of the teacher's clean pass, the generator, the classifier's
 passes and the teacher's pass on the generated mixes, forward and backward (the step labels them
 with ``record_function``; a backward op is counted where its forward op ran), and the rest
-(mixing, losses, optimizer, EMA). GPU time on CUDA, CPU time on the CPU.
+(mixing, losses, optimizer, EMA: the profiled ops outside every label, measured like the parts,
+not the step's time less theirs). GPU time on CUDA, CPU time on the CPU.
 """
 from __future__ import annotations
 
@@ -79,7 +80,7 @@ def _measure(spec: str, batch_size: int, switches: str, arch: str, width: float,
     cfg = _config(spec, batch_size, arch, width, device, threads)
     on = parse_switches(switches)
     total = 4 + steps
-    resolve_schedules(cfg, total)  # e.g. the EMA teacher's momentum for a run this long
+    cfg, _ = resolve_schedules(cfg, total)  # e.g. the EMA teacher's momentum for a run this long
     if threads:
         torch.set_num_threads(threads)
     dev = select_device(cfg)
@@ -155,7 +156,7 @@ def _measure_all(jobs: list[tuple], common: tuple, json_path: str | None) -> lis
     for spec, batch, switches in jobs:
         try:
             row = _measure(spec, batch, switches, *common)
-        except Exception as err:  # e.g. out of memory, a compiler failure: the others go on
+        except Exception as err:  # noqa: BLE001 - e.g. out of memory, a compiler failure: the others go on
             row = {"method": spec, "batch": batch, "switches": switches,
                    "error": f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"}
         rows.append(row)
@@ -199,15 +200,19 @@ def profile_breakdown(run_step, steps: int, device: torch.device) -> dict[str, d
                     and e.time_range.end <= label.time_range.end:
                 owner[e.sequence_nr] = label.name
                 break
+    rest_us = 0.0
     for e in events:
         if e.name.startswith("autograd::engine::evaluate_function") and e.sequence_nr in owner:
             backward[owner[e.sequence_nr]] += time_of(e)
+        elif e.cpu_parent is None and e.device_type == DeviceType.CPU and e.name not in PARTS \
+                and not any(e.thread == label.thread and label.time_range.start <= e.time_range.start
+                            and e.time_range.end <= label.time_range.end for label in labels):
+            rest_us += time_of(e)  # a top-level op outside every label (its children are in its time)
     # GPU: the kernels' own time (device-side events; a CPU op's device time repeats its kernels')
     total_us = sum(e.self_device_time_total for e in events if e.device_type != DeviceType.CPU) if cuda else wall_us
     out = {name: {"forward_ms": forward[name] / steps / 1000, "backward_ms": backward[name] / steps / 1000}
            for name in PARTS}
-    rest = total_us - sum(forward.values()) - sum(backward.values())
-    out["rest"] = {"forward_ms": rest / steps / 1000, "backward_ms": 0.0}
+    out["rest"] = {"forward_ms": rest_us / steps / 1000, "backward_ms": 0.0}
     out["step"] = {"total_ms": total_us / steps / 1000}
     return out
 

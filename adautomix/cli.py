@@ -1,9 +1,11 @@
 """``adautomix`` command line: ``train``, ``eval``, ``report`` and ``bench``.
 
-Bad input (config, data, run directory) ends with one line on stderr (one per bad config key) and
-exit code 2; Ctrl-C of ``train`` ends with one line naming the resume command and exit code 130; a
-loss that becomes non-finite ends ``train`` with one line naming the epoch, iteration and term,
-and exit code 3.
+Bad input (config, data, run directory, a run directory another process holds, no readable
+checkpoint) ends with one line on stderr (one per bad config key) and exit code 2; Ctrl-C of
+``train`` ends with one line naming the resume command and exit code 130, SIGTERM the same way
+with exit code 143 after saving a checkpoint of the step it finished (``stopping.py``); a loss
+that becomes non-finite ends ``train`` with one line naming the epoch, iteration and term, and
+exit code 3.
 """
 from __future__ import annotations
 
@@ -24,22 +26,25 @@ INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a command stopped by Ctrl-
 
 
 def _train(args: argparse.Namespace) -> int:
-    from .data.datasets import DataError
-    from .engine import CheckpointError, CheckpointWriteError, NonFiniteLossError, RunExistsError, train
-    from .models.pretrained import InitError
-
     if args.list_presets:
         return _list_presets()
     overrides = list(args.overrides) + (["train.resume=true"] if args.resume else [])
-    errors: tuple = (ConfigError, DataError, RunExistsError, CheckpointError, CheckpointWriteError, InitError)
     try:
         cfg = load_config(args.config, overrides, preset=args.preset)
-    except errors as err:
+    except ConfigError as err:
         return _fail(err)
     notes = preset_notes(PRESETS[args.preset], bool(cfg.model.init)) if args.preset else []
-    if args.dry_run:  # the resolved config, usable as --config; no data read, nothing written
+    if args.dry_run:  # the resolved config, usable as --config; no data read, nothing written, no torch
         print("".join(f"# {line}\n" for line in notes) + yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
         return 0
+    from . import stopping
+    from .data.datasets import DataError
+    from .engine import CheckpointError, CheckpointWriteError, NonFiniteLossError, RunExistsError, train
+    from .models.pretrained import InitError
+    from .runlock import LockedError, RunLock
+
+    errors: tuple = (ConfigError, DataError, RunExistsError, CheckpointError, CheckpointWriteError, InitError,
+                     LockedError)
     for line in notes:
         print(line, flush=True)
     uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
@@ -58,27 +63,40 @@ def _train(args: argparse.Namespace) -> int:
     else:
         def run(callbacks):
             return train(cfg, callbacks=callbacks)
-    try:
-        if uri:  # MLflow is imported only then, at the edge
-            from .platform.tracking import train_logged
 
-            train_logged(cfg, uri, run)
-        else:
-            run([])
+    def stopped_line(signal_name: str) -> str:
+        from .checkpoints import history
+        from .engine import CHECKPOINT
+
+        out = Path(cfg.out_dir)
+        kept = history(out / CHECKPOINT)
+        left = (f"the last checkpoint is {kept[0]}; continue with: adautomix train --config "
+                f"{out / 'config.yaml'} --resume" + (f" --address {args.address}" if args.address else "")
+                if kept else "no checkpoint was written, nothing to continue")
+        return f"adautomix: stopped ({signal_name}); {left}"
+
+    if cfg.train.workers > 0:  # Ray Train's driver stops its workers on SIGINT: SIGTERM goes that way
+        stopping.forward_sigterm_as_sigint()
+    else:  # the loop saves at the next step; past the grace period, the newest file on disk stands
+        stopping.on_sigterm(cfg.train.stop_grace_s, lambda: stopped_line(
+            f"SIGTERM; the step did not end within train.stop_grace_s={cfg.train.stop_grace_s:g} s"))
+    try:
+        with RunLock(cfg.out_dir):  # before MLflow: a refused second writer creates no MLflow run
+            if uri:  # MLflow is imported only then, at the edge
+                from .platform.run_logger import train_logged
+
+                train_logged(cfg, uri, run)
+            else:
+                run([])
     except errors as err:
         return _fail(err)
     except NonFiniteLossError as err:
         print(f"adautomix: error: {err}", file=sys.stderr)
         return NON_FINITE
     except KeyboardInterrupt:
-        from .engine import CHECKPOINT
-
-        out = Path(cfg.out_dir)
-        left = (f"the last checkpoint is {out / CHECKPOINT}; continue with: adautomix train --config "
-                f"{out / 'config.yaml'} --resume" + (f" --address {args.address}" if args.address else "")
-                if (out / CHECKPOINT).exists() else "no epoch had finished, nothing to continue")
-        print(f"\nadautomix: stopped (Ctrl-C); {left}", file=sys.stderr)
-        return INTERRUPTED
+        sigterm = stopping.requested()
+        print(f"\n{stopped_line('SIGTERM' if sigterm else 'Ctrl-C')}", file=sys.stderr)
+        return stopping.SIGTERM_EXIT if sigterm else INTERRUPTED
     return 0
 
 
@@ -97,8 +115,8 @@ def _fail(err: Exception) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
+    from .checkpoints import CheckpointError
     from .data.datasets import DataError
-    from .engine import CheckpointError
     from .evaluate import EvalError, evaluate, parse_suites
 
     try:
@@ -133,7 +151,18 @@ def _bench(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="adautomix", description="AdAutoMix and mixup baselines")
     sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_train, _add_eval, _add_report, _add_bench):
+        add(sub)
+    args, unknown = parser.parse_known_args(argv)
+    if args.command == "eval":  # key=value after --suite (argparse takes positionals in one run)
+        args.overrides += [u for u in unknown if "=" in u and not u.startswith("-")]
+        unknown = [u for u in unknown if u not in args.overrides]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    return args.func(args)
 
+
+def _add_train(sub) -> None:
     tp = sub.add_parser(
         "train", help="train one run", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Train one run. Keys are set by --preset NAME, then --config FILE.yaml, then by key=value "
@@ -148,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="print the resolved config (YAML, usable as --config) and exit: checks the config "
                          "only, reads no data and writes nothing")
     tp.add_argument("--config", help="YAML file with a (partial) config tree")
-    tp.add_argument("--resume", action="store_true", help="continue from out_dir/checkpoints/last.pt")
+    tp.add_argument("--resume", action="store_true",
+                    help="continue from the newest readable checkpoint in out_dir/checkpoints/")
     tp.add_argument("--address", default=None,
                     help="Ray cluster to join when train.workers > 0 (default: $RAY_ADDRESS, else a local one)")
     tp.add_argument("--tracking-uri", default=None,
@@ -156,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
                          "e.g. sqlite:///mlflow.db or http://host:5000")
     tp.set_defaults(func=_train)
 
+
+def _add_eval(sub) -> None:
     ep = sub.add_parser(
         "eval", help="evaluation suites on a trained run: calibration, corruption, fgsm, occlusion",
         description="Evaluate a run's headline model (the EMA teacher's one-hot head for AdAutoMix and "
@@ -168,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="comma-separated suites (default: all four)")
     ep.set_defaults(func=_eval)
 
+
+def _add_report(sub) -> None:
     rp = sub.add_parser(
         "report", help="paper-style tables and plots of a study or experiment, from MLflow",
         description="Methods x metrics (mean ± std over seeds, best in bold, the paper's value and the "
@@ -181,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
                                                 "(default: runs/reports/<name>)")
     rp.set_defaults(func=_report)
 
+
+def _add_bench(sub) -> None:
     bp = sub.add_parser("bench", help="per-step time and peak memory of each method")
     bp.add_argument("--methods", nargs="+", default=None,
                     help="methods (default: every registered one); adautomix:N sets N "
@@ -200,14 +236,6 @@ def main(argv: list[str] | None = None) -> int:
                          "classifier and the rest with the PyTorch profiler")
     bp.add_argument("--json", default=None, metavar="FILE", help="append each measurement to FILE as a JSON line")
     bp.set_defaults(func=_bench)
-
-    args, unknown = parser.parse_known_args(argv)
-    if args.command == "eval":  # key=value after --suite (argparse takes positionals in one run)
-        args.overrides += [u for u in unknown if "=" in u and not u.startswith("-")]
-        unknown = [u for u in unknown if u not in args.overrides]
-    if unknown:
-        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
-    return args.func(args)
 
 
 if __name__ == "__main__":

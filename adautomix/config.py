@@ -23,10 +23,8 @@ import yaml
 
 from .data.catalog import DATASETS
 from .methods.registry import METHODS
+from .models.catalog import ARCHS, STEMS
 
-ARCHS = ("resnet18", "resnet34", "resnet50", "resnext50", "swin_t", "convnext_t")
-RESNETS = ARCHS[:4]
-STEMS = ("auto", "cifar", "imagenet")
 OPTIMIZERS = ("sgd", "adamw")
 UPSAMPLE = ("bilinear", "nearest")
 LAM_MARGIN_RULES = ("authors", "openmixup")
@@ -62,14 +60,18 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    arch: str = "resnet18"  # one of ARCHS
+    arch: str = "resnet18"  # one of ARCHS (models/catalog.py)
     # one of STEMS: cifar = 3x3 conv, stride 1, no max-pool; imagenet = torchvision's; auto = imagenet
     # for swin_t and for images larger than 64 pixels, else cifar (as the published configs)
     stem: str = "auto"
     width: float = 1.0  # channel multiplier (CIFAR-stem ResNets); 0.25 makes ResNet-18 16x cheaper
-    zero_init_residual: bool = True  # last BatchNorm γ of each residual block starts at 0 (OpenMixup)
+    # last BatchNorm γ of each residual block starts at 0 (OpenMixup, made for published-length
+    # runs); auto = on for runs of >= ZERO_INIT_MIN_ITERATIONS optimizer steps (engine.py), off
+    # for shorter ones, where it leaves the network near a stack of shortcuts
+    zero_init_residual: bool | Auto = "auto"
     drop_path: float | None = None  # stochastic depth of swin_t / convnext_t; None = torchvision's default
-    init: str | None = None  # initialise the backbone from a run dir / checkpoint of this project or a torchvision state dict
+    # initialise the backbone from a run dir / checkpoint of this project or a torchvision state dict
+    init: str | None = None
 
 
 @dataclass
@@ -156,6 +158,9 @@ class TrainConfig:
     compile: bool | Auto = "auto"  # torch.compile the step (accel.py); auto = on CUDA
     resume: bool = False  # continue from out_dir/checkpoints/last.pt
     ckpt_every: int = 1  # epochs between checkpoints
+    ckpt_every_minutes: float = 10.0  # also a mid-epoch checkpoint this often (a hard kill loses at most this); 0 = off
+    keep_checkpoints: int = 2  # checkpoints kept (last.pt, last.1.pt, ...): a damaged newest one falls back
+    stop_grace_s: float = 20.0  # SIGTERM: seconds to finish the step and save (Kubernetes kills after 30)
     # Ray Train (train.workers > 0)
     workers: int = 0  # 0 = in-process; N = Ray Train with N data-parallel workers
     use_gpu: bool = False
@@ -303,12 +308,28 @@ class _Problems(dict):
 
 
 def validate(cfg: Config) -> Config:
-    """Check ranges and choices; fill method-dependent defaults. Returns ``cfg``.
+    """Check ranges and choices, every rule of a run's keys (the one place they live); fill the
+    defaults that depend on other keys (the data set's image size, the method's λ and defaults,
+    ``model.stem=auto``, ``out_dir``). Returns ``cfg``, which nothing changes afterwards.
 
     Raises ``ConfigError`` naming every bad key, one line each."""
     problems = _Problems()
-    _check = problems.check  # one name for the checks below
-    d, m, mt, t = cfg.data, cfg.model, cfg.method, cfg.train
+    _check_data(cfg.data, problems)
+    _check_model(cfg.model, cfg.data.image_size, problems)
+    _check_method(cfg.method, cfg.data.image_size, problems)
+    _check_train(cfg.train, problems)
+    _check_eval(cfg.eval, problems)
+    _check_run(cfg, problems)
+    if problems:
+        raise ConfigError("\n".join(problems.values()))
+    if not cfg.out_dir:
+        cfg.out_dir = f"runs/{cfg.method.name}-{cfg.data.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return cfg
+
+
+def _check_data(d: DataConfig, problems: _Problems) -> None:
+    """``data.*``; fills ``data.image_size`` from the data set's catalog entry."""
+    _check = problems.check
     _check(d.name in DATASETS, "data.name", d.name, f"one of {', '.join(DATASETS)}")
     _check(d.name == "digits" or bool(d.root), "data.root", d.root,
            f"a folder is required for data.name={d.name}")
@@ -322,7 +343,11 @@ def validate(cfg: Config) -> Config:
         _check(not (d.gpu_loader is True and not DATASETS[d.name].in_memory), "data.gpu_loader",
                d.gpu_loader, f"auto or false for {d.name}: its image files go through a DataLoader "
                "(the device loader serves the in-memory sets)")
-    _check_model(m, d.image_size, problems)
+
+
+def _check_method(mt: MethodConfig, image_size: int | None, problems: _Problems) -> None:
+    """``method.*``; fills ``mix_lambda`` and the method's other defaults from the registry."""
+    _check = problems.check
     if _check(mt.name in METHODS, "method.name", mt.name, f"one of {', '.join(METHODS)}"):
         if mt.mix_lambda is None:
             mt.mix_lambda = METHODS[mt.name].mix_lambda
@@ -354,7 +379,7 @@ def validate(cfg: Config) -> Config:
                f">= method.momentum ({mt.momentum})")
     _check(0 <= mt.momentum_warmup <= 1, "method.momentum_warmup", mt.momentum_warmup, "0..1")
     _check(mt.vis_every >= 0, "method.vis_every", mt.vis_every, ">= 0")
-    _check_puzzlemix(mt, d.image_size or 32, problems)
+    _check_puzzlemix(mt, image_size or 32, problems)
     _check(bool(mt.manifold_layers) and set(mt.manifold_layers) <= set(MANIFOLD_LAYERS)
            and len(set(mt.manifold_layers)) == len(mt.manifold_layers), "method.manifold_layers",
            mt.manifold_layers, f"a non-empty list of distinct layers from {list(MANIFOLD_LAYERS)} "
@@ -378,6 +403,11 @@ def validate(cfg: Config) -> Config:
            mt.smoothmix_sigma_max, f">= method.smoothmix_sigma_min ({mt.smoothmix_sigma_min})")
     _check(mt.mask_loss_weight >= 0, "method.mask_loss_weight", mt.mask_loss_weight, ">= 0")
     _check(0 <= mt.mask_loss_margin < 1, "method.mask_loss_margin", mt.mask_loss_margin, "0 <= margin < 1")
+
+
+def _check_train(t: TrainConfig, problems: _Problems) -> None:
+    """``train.*``: the optimisation, the device, and Ray Train's workers and faults."""
+    _check = problems.check
     _check(t.epochs >= 1, "train.epochs", t.epochs, ">= 1")
     _check(t.batch_size >= 2, "train.batch_size", t.batch_size, ">= 2")
     _check(t.optimizer in OPTIMIZERS, "train.optimizer", t.optimizer, f"one of {', '.join(OPTIMIZERS)}")
@@ -394,6 +424,9 @@ def validate(cfg: Config) -> Config:
     _check(t.grad_clip >= 0, "train.grad_clip", t.grad_clip, ">= 0 (0 = off)")
     _check(t.device in DEVICES, "train.device", t.device, f"one of {', '.join(DEVICES)}")
     _check(t.ckpt_every >= 1, "train.ckpt_every", t.ckpt_every, ">= 1")
+    _check(t.ckpt_every_minutes >= 0, "train.ckpt_every_minutes", t.ckpt_every_minutes, ">= 0 (0 = off)")
+    _check(t.keep_checkpoints >= 1, "train.keep_checkpoints", t.keep_checkpoints, ">= 1")
+    _check(t.stop_grace_s > 0, "train.stop_grace_s", t.stop_grace_s, "> 0")
     _check(t.workers >= 0, "train.workers", t.workers, ">= 0 (0 = in-process)")
     _check(t.workers == 0 or t.batch_size % t.workers == 0, "train.batch_size", t.batch_size,
            f"a multiple of train.workers ({t.workers}): the global batch is split evenly")
@@ -417,16 +450,30 @@ def validate(cfg: Config) -> Config:
         gpus = t.resources_per_worker["GPU"]
         _check((gpus > 0) == t.use_gpu, "train.resources_per_worker.GPU", gpus,
                "> 0 with train.use_gpu=true, 0 or absent without (Ray Train's rule)")
+        _check(t.workers <= 1 or not 0 < gpus < 1, "train.resources_per_worker.GPU", gpus,
+               f"a whole number with train.workers={t.workers}: the workers of one run cannot share a GPU "
+               "(NCCL); a fraction is for one-worker runs, which then share GPUs")
+    _check(not (t.sync_bn and t.workers > 1 and not t.use_gpu), "train.sync_bn", t.sync_bn,
+           "false without train.use_gpu=true: PyTorch's SyncBatchNorm runs on CUDA only (CPU workers "
+           "normalise over their shard)")
     for i, suite in enumerate(t.final_eval):
         _check(suite in EVAL_SUITES, f"train.final_eval[{i}]", suite, f"one of {', '.join(EVAL_SUITES)}")
     _check(len(set(t.final_eval)) == len(t.final_eval), "train.final_eval", t.final_eval, "no suite twice")
     _check(t.inject_nonfinite == "" or re.fullmatch(r"\w+@\d+", t.inject_nonfinite) is not None,
            "train.inject_nonfinite", t.inject_nonfinite, "'' (off) or TERM@ITERATION, e.g. loss_amce@3")
-    e = cfg.eval
+
+
+def _check_eval(e: EvalConfig, problems: _Problems) -> None:
+    _check = problems.check
     _check(0 <= e.seed <= SEED_MAX, "eval.seed", e.seed, f">= 0 and <= 2**32 - 1 ({SEED_MAX})")
     _check(0 <= e.fgsm_epsilon <= 1, "eval.fgsm_epsilon", e.fgsm_epsilon, "0..1 (pixel units; 8/255 = 0.0314)")
     _check(e.occlusion_patch >= 1, "eval.occlusion_patch", e.occlusion_patch, ">= 1 pixel")
     _check(e.calibration_bins >= 1, "eval.calibration_bins", e.calibration_bins, ">= 1")
+
+
+def _check_run(cfg: Config, problems: _Problems) -> None:
+    """``seed`` and ``out_dir`` (a ``file://`` URI becomes its path)."""
+    _check = problems.check
     _check(0 <= cfg.seed <= SEED_MAX, "seed", cfg.seed, f">= 0 and <= 2**32 - 1 ({SEED_MAX})")
     if cfg.out_dir.startswith("file://"):  # Ray's form of a path on a (shared) file system
         cfg.out_dir = url2pathname(urlsplit(cfg.out_dir).path)
@@ -434,11 +481,6 @@ def validate(cfg: Config) -> Config:
            "a folder path (or file:///path): the run directory is written and read with file I/O "
            "on every node; for a bucket, mount it at the same path on each node (s3fs, gcsfuse, "
            "Mountpoint for Amazon S3) and give that path")
-    if problems:
-        raise ConfigError("\n".join(problems.values()))
-    if not cfg.out_dir:
-        cfg.out_dir = f"runs/{mt.name}-{d.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    return cfg
 
 
 def _check_model(m: ModelConfig, image_size: int | None, problems: _Problems) -> None:
@@ -447,15 +489,16 @@ def _check_model(m: ModelConfig, image_size: int | None, problems: _Problems) ->
     _check = problems.check
     if not _check(m.arch in ARCHS, "model.arch", m.arch, f"one of {', '.join(ARCHS)}"):
         return
+    arch = ARCHS[m.arch]
     if _check(m.stem in STEMS, "model.stem", m.stem, f"one of {', '.join(STEMS)}") and m.stem == "auto":
-        m.stem = "imagenet" if m.arch == "swin_t" or (image_size or 32) > 64 else "cifar"
-    _check(m.arch != "swin_t" or m.stem == "imagenet", "model.stem", m.stem,
-           "imagenet (or auto) for swin_t: its 4x4 patch embedding")
-    in_house = m.arch in RESNETS and m.stem == "cifar"  # models/cifar_resnet.py; the rest is torchvision's
+        m.stem = "imagenet" if "cifar" not in arch.builders or (image_size or 32) > 64 else "cifar"
+    _check(m.stem in arch.builders, "model.stem", m.stem,
+           f"{' or '.join(arch.builders)} (or auto) for {m.arch}: {arch.what}")
+    in_house = arch.width and m.stem == "cifar"  # models/cifar_resnet.py; the rest is torchvision's
     _check(0 < m.width <= 4 and (in_house or m.width == 1.0), "model.width", m.width,
            "0 < width <= 4 for the CIFAR-stem ResNets; 1.0 for torchvision's backbones (model.stem=imagenet, "
            "swin_t, convnext_t)")
-    _check(m.drop_path is None or (m.arch in ("swin_t", "convnext_t") and 0 <= m.drop_path < 1),
+    _check(m.drop_path is None or (arch.drop_path and 0 <= m.drop_path < 1),
            "model.drop_path", m.drop_path, "null, or 0 <= drop_path < 1 for swin_t and convnext_t")
     _check(m.init is None or bool(m.init), "model.init", m.init, "a path, or null")
 
@@ -517,16 +560,27 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict | No
         if not isinstance(tree, dict):
             raise ConfigError(f"config file {path}: expected a mapping at the top level")
         items += [(key, value, False) for key, value in flatten(tree).items()]  # typed already
-    if isinstance(overrides, dict):
-        items += [(key, value, True) for key, value in overrides.items()]
-    else:
-        for item in overrides or []:
-            if "=" not in item:
-                problems.append(f"override {item!r}: expected key=value, e.g. train.epochs=5")
-                continue
-            key, value = item.split("=", 1)
-            items.append((key.strip(), value, True))
+    if not isinstance(overrides, dict):
+        overrides = parse_overrides(overrides or [], problems)  # bad items join the other problems
+    items += [(key, value, True) for key, value in overrides.items()]
     return _build(items, problems)
+
+
+def parse_overrides(items: list[str], problems: list[str] | None = None) -> dict[str, str]:
+    """``["train.epochs=5", ...]`` -> ``{"train.epochs": "5"}`` (the values stay text, read as
+    YAML when they are set). An item without ``=`` raises ``ConfigError``, or with ``problems``
+    is added to it as one line."""
+    bad = [f"override {item!r}: expected key=value, e.g. train.epochs=5" for item in items if "=" not in item]
+    if bad and problems is None:
+        raise ConfigError("\n".join(bad))
+    if problems is not None:
+        problems.extend(bad)
+    return {key.strip(): value for key, value in (item.split("=", 1) for item in items if "=" in item)}
+
+
+def params(cfg: Config) -> dict[str, str]:
+    """The config as flat params, as MLflow logs them: dotted key -> the value as text."""
+    return {key: "None" if value is None else str(value) for key, value in flatten(to_dict(cfg)).items()}
 
 
 def preset_items(name: str | None) -> list[tuple[str, Any, bool]]:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import yaml
 
+from .checkpoints import history, newest_readable
 from .config import EVAL_SUITES, Config, load_config
 from .engine import CHECKPOINT, CheckpointError, Trainer, read_checkpoint
 
@@ -34,14 +35,15 @@ def parse_suites(text: str) -> list[str]:
 
 
 def locate(path: str | Path) -> tuple[Path, Path]:
-    """``(run_dir, checkpoint)`` of a run directory or a checkpoint file."""
+    """``(run_dir, checkpoint)`` of a run directory (its newest readable checkpoint; a damaged
+    newer one is named in a warning) or a checkpoint file."""
     path = Path(path)
     if path.is_dir():
         checkpoint = path / CHECKPOINT
-        if not checkpoint.is_file():
+        if not history(checkpoint):
             raise EvalError(f"{path}: no checkpoint at {checkpoint} (expected a run directory written by "
                             "adautomix train, or a checkpoint file)")
-        return path, checkpoint
+        return path, newest_readable(checkpoint)[0]
     if path.is_file():
         run_dir = path.parent.parent if path.parent.name == Path(CHECKPOINT).parent.name else path.parent
         return run_dir, path
@@ -50,19 +52,17 @@ def locate(path: str | Path) -> tuple[Path, Path]:
 
 def load_run_config(run_dir: Path, checkpoint: Path, overrides: list[str]) -> Config:
     """The run's config: ``run_dir/config.yaml``, else the checkpoint's own, then ``overrides``."""
+    # evaluated in this process, into the run directory
+    overrides = [*overrides, f"out_dir={run_dir}", "train.workers=0", "train.resume=false"]
     if (run_dir / "config.yaml").is_file():
-        cfg = load_config(run_dir / "config.yaml", overrides)
-    else:
-        tree = _read(checkpoint).get("config")
-        if not isinstance(tree, dict):
-            raise EvalError(f"{checkpoint}: holds no config and {run_dir} has no config.yaml")
-        with tempfile.NamedTemporaryFile("w", suffix=".yaml") as fh:
-            fh.write(yaml.safe_dump(tree))
-            fh.flush()
-            cfg = load_config(fh.name, overrides)
-    cfg.out_dir = str(run_dir)
-    cfg.train.workers, cfg.train.resume = 0, False  # evaluated in this process
-    return cfg
+        return load_config(run_dir / "config.yaml", overrides)
+    tree = _read(checkpoint).get("config")
+    if not isinstance(tree, dict):
+        raise EvalError(f"{checkpoint}: holds no config and {run_dir} has no config.yaml")
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml") as fh:
+        fh.write(yaml.safe_dump(tree))
+        fh.flush()
+        return load_config(fh.name, overrides)
 
 
 def _read(checkpoint: Path) -> dict:
@@ -70,7 +70,7 @@ def _read(checkpoint: Path) -> dict:
         state = read_checkpoint(checkpoint)
     except CheckpointError:
         raise
-    except Exception as err:  # not a torch file, truncated, ...
+    except Exception as err:  # noqa: BLE001 - not a torch file, truncated, ...
         raise EvalError(f"{checkpoint}: not a readable checkpoint ({type(err).__name__}: "
                         f"{str(err).strip().splitlines()[0] if str(err).strip() else ''})") from None
     if not isinstance(state, dict) or "step" not in state:

@@ -53,6 +53,11 @@ def _adautomix(n_mix: int, beta: float, momentum_end: float, lam_concat: bool, u
             "method.momentum": 0.999, "method.momentum_end": momentum_end, "method.momentum_warmup": warmup}
 
 
+# OpenMixup's ResNets zero the last BatchNorm γ of every residual block; a preset follows a
+# published schedule, so it keeps that whatever the run's length (the default decides by length)
+_ZERO_INIT = {"model.zero_init_residual": True}
+
+
 def _sgd(lr: float, weight_decay: float, batch: int, epochs: int, min_lr: float,
          generator_lr: float | None = None, generator_min_lr: float | None = None) -> dict[str, Any]:
     return {"train.optimizer": "sgd", "train.lr": lr, "train.momentum": 0.9, "train.weight_decay": weight_decay,
@@ -61,24 +66,26 @@ def _sgd(lr: float, weight_decay: float, batch: int, epochs: int, min_lr: float,
 
 
 def _cifar(arch: str) -> dict[str, Any]:
-    return {"data.name": "cifar100", "model.arch": arch, "model.stem": "cifar",
+    return {"data.name": "cifar100", "model.arch": arch, "model.stem": "cifar", **_ZERO_INIT,
             **_sgd(0.1, 1e-4, 100, 800, 0.05), **_adautomix(3, 0.3, 0.999999, lam_concat=False)}
 
 
 def _tiny(arch: str, min_lr: float, generator_min_lr: float) -> dict[str, Any]:
-    return {"data.name": "tinyimagenet", "model.arch": arch, "model.stem": "cifar",
+    return {"data.name": "tinyimagenet", "model.arch": arch, "model.stem": "cifar", **_ZERO_INIT,
             **_sgd(0.2, 1e-4, 100, 400, min_lr, 0.1, generator_min_lr),
             **_adautomix(3, 0.4, 0.999999, lam_concat=False)}
 
 
 def _imagenet(arch: str) -> dict[str, Any]:
     return {"data.name": "imagenet", "model.arch": arch, "model.stem": "imagenet", "data.loader_workers": 8,
+            **_ZERO_INIT,
             **_sgd(0.1, 1e-4, 256, 100, 0.0, 0.1, 0.001), **_adautomix(2, 0.1, 0.99999, lam_concat=True)}
 
 
 def _finegrained(data: str, arch: str, beta: float, random_n: bool, lam_margin: float = 0.03,
                  min_lr: float = 0.0, generator_min_lr: float = 0.001) -> dict[str, Any]:
     return {"data.name": data, "model.arch": arch, "model.stem": "imagenet", "data.loader_workers": 4,
+            **_ZERO_INIT,
             **_sgd(0.001, 5e-4, 16, 200, min_lr, 0.1, generator_min_lr),
             **_adautomix(3, beta, 0.99999, lam_concat=True, random_n=random_n, lam_margin=lam_margin)}
 

@@ -128,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--width", type=float, default=1.0, help="ResNet-18 width (below 1: quick checks on a CPU)")
     p.add_argument("--compile", default="false", choices=["false", "true", "auto"], help="train.compile of the trials")
     p.add_argument("--fake-gpus", type=int, default=0,
-                   help="ray launcher on a machine without a GPU: declare this many logical GPUs (the trials train on the CPU)")
+                   help="ray launcher on a machine without a GPU: declare this many logical GPUs "
+                        "(the trials train on the CPU)")
     p.add_argument("--json", default=None, help="write the rows to this file")
     args = p.parse_args(argv)
 
@@ -182,7 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nAdAutoMix N=3, CIFAR ResNet-18 (width {args.width}), batch {args.batch_size}, {args.epochs} epoch(s) of "
           f"{args.limit_train} images per trial ({data}), compile {args.compile}; {device}, torch "
           f"{torch.__version__}, launcher {launcher}")
-    print("| trials per GPU | trials | wall s | trials per hour | train img/s per trial | train img/s, all trials | x 1 per GPU |")
+    print("| trials per GPU | trials | wall s | trials per hour | train img/s per trial "
+          "| train img/s, all trials | x 1 per GPU |")
     print("|---:|---:|---:|---:|---:|---:|---:|")
     first = rows[0]["trials_per_hour"] if rows else 1
     for r in rows:

@@ -11,8 +11,11 @@ imported, so both variables are set here, before any test module imports ray.
 """
 from __future__ import annotations
 
+import ast
+import inspect
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -20,6 +23,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -57,8 +61,74 @@ def no_tracking_uri_from_outside(monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI")
 
 
+# Test lanes (markers registered in pyproject.toml). A test joins a lane by the fixtures it uses,
+# or by what its code, its fixtures' code and the test-module helpers it calls do: the patterns
+# below. An explicit ``@pytest.mark.<lane>`` adds a test to a lane the patterns miss.
+LANE_FIXTURES = {"ray_cluster": "ray", "ray_second_node": "ray", "ray_connected": "ray",
+                 "mlflow_server": "mlflow"}
+LANE_PATTERNS = {
+    # a process started from the test: the CLI, the study runner, `ray job submit`, a probe
+    "e2e": re.compile(r"\bsubprocess\.(run|Popen|check_call|check_output)\b"),
+    # a Ray instance started in this process (the CLI and the study runner start theirs: e2e)
+    "ray": re.compile(r"\b(train_with_ray|ray\.init|run_study)\("),
+    # an MLflow tracking store written or read
+    "mlflow": re.compile(r"\bimport mlflow\b|\bmlflow\.(set_tracking_uri|MlflowClient|search_runs)|"
+                         r"--tracking-uri|\bStudyTracker\(|\bRunLogger\(|\btracking_uri=f?[\"']"),
+}
+
+
+def lanes_of(functions: list, fixturenames: list[str]) -> set[str]:
+    """The lanes of a test: by the fixtures it uses (``fixturenames``, all of them, conftest's
+    included), and by the code of ``functions`` (the test and its test-module fixtures) and of the
+    helpers under tests/ that they call, followed to any depth, without docstrings and comments:
+    a helper that runs the CLI puts its callers in e2e."""
+    lanes = {LANE_FIXTURES[f] for f in fixturenames if f in LANE_FIXTURES}
+    code = _code_of(functions)
+    return lanes | {lane for lane, pattern in LANE_PATTERNS.items() if pattern.search(code)}
+
+
+def _in_tests(func) -> bool:
+    path = inspect.getsourcefile(func)
+    return path is not None and Path(path).parent == Path(__file__).parent
+
+
+def _code_of(functions: list) -> str:
+    todo, seen, parts = list(functions), set(), []
+    while todo:
+        func = inspect.unwrap(todo.pop())
+        if func in seen or not inspect.isfunction(func) or not _in_tests(func):
+            continue
+        seen.add(func)
+        try:
+            code = _without_docs(inspect.getsource(func))
+        except (OSError, SyntaxError):
+            continue
+        parts.append(code)
+        names = set(re.findall(r"\b([A-Za-z_]\w*)\(", code))
+        todo += [v for n, v in func.__globals__.items() if n in names and inspect.isfunction(v)]
+    return "\n".join(parts)
+
+
+def _without_docs(code: str) -> str:
+    """``code`` (one function's source) without its comments and docstrings."""
+    tree = ast.parse(textwrap.dedent(code))
+    drop = set()
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(body, list) and body and isinstance(body[0], ast.Expr) \
+                and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
+            drop.update(range(body[0].lineno, body[0].end_lineno + 1))
+    lines = [line for n, line in enumerate(code.splitlines(), 1) if n not in drop]
+    return "\n".join(line.split(" #")[0] if "#" in line else line for line in lines)
+
+
 def pytest_collection_modifyitems(config, items):
-    """Tests marked ``cuda`` need a CUDA device: skipped, with the reason shown, without one."""
+    """Puts each test in its lanes (above); skips tests marked ``cuda`` without a CUDA device."""
+    for item in items:
+        fixtures = [d.func for defs in item._fixtureinfo.name2fixturedefs.values() for d in defs
+                    if Path(inspect.getsourcefile(d.func) or "").name != "conftest.py"]  # conftest's: by name
+        for lane in sorted(lanes_of([item.function, *fixtures], item.fixturenames) - set(item.keywords)):
+            item.add_marker(lane)
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA device")
@@ -158,7 +228,7 @@ def ray_cluster():
     def ready() -> bool:
         try:
             return len(cluster_holder[0].node_resources()) > 0
-        except Exception:  # the dashboard is not up yet
+        except Exception:  # noqa: BLE001 - the dashboard is not up yet (a refused or failed request)
             return False
 
     dashboard_url = f"http://{HOST}:{dashboard_port}"

@@ -212,6 +212,14 @@ def test_epochs_for_early_stopping_come_from_the_trials_configs(tmp_path):
     assert swept.max_epochs() == 7
 
 
+def test_the_reference_setting_is_the_first_unless_the_study_names_one(tmp_path):
+    assert load_study(write_study(tmp_path)).reference == {"method.name": "mixup"}
+    assert load_study(write_study(tmp_path, reference="adautomix")).reference == {"method.name": "adautomix"}
+    two = {"method.name": ["mixup", "adautomix"], "method.n_mix": [2, 3]}
+    assert load_study(write_study(tmp_path, space=two, reference={"method.name": "adautomix", "method.n_mix": 3})
+                      ).reference == {"method.name": "adautomix", "method.n_mix": 3}
+
+
 def test_module_variants_switch_the_paper_modules():
     study = load_study(REPO / "ablations" / "modules.yaml")
     switches = {}
@@ -238,6 +246,9 @@ BAD_STUDIES = {
                              "resources.gpus_per_worker: 1.5 is not allowed: a fraction between 0 and 1"),
     "GPU fraction for a multi-worker run": ({"resources": {"workers": 2, "gpus_per_worker": 0.5}},
                                             "workers of one run cannot share a GPU"),
+    "reference not swept": ({"reference": "cutmix"}, "reference.method.name: 'cutmix' is not one of the swept"),
+    "reference of a search": ({"searcher": "tpe", "seeds": [0], "reference": 0.1,
+                               "space": {"train.lr": {"uniform": [0.1, 0.2]}}}, "reference: only for searcher: grid"),
 }
 
 
@@ -263,6 +274,20 @@ def test_bad_study_file_exits_2_before_ray_starts(tmp_path):
     assert not (tmp_path / "runs").exists() and not (tmp_path / "mlflow.db").exists()
 
 
+def test_a_study_folder_held_by_another_driver_is_refused_with_one_line(tmp_path):
+    from adautomix.runlock import RunLock
+
+    path, folder = write_study(tmp_path), tmp_path / "study"
+    with RunLock(folder, "study folder"):  # this process stands for the first driver
+        done = subprocess.run([sys.executable, str(RUNNER), str(path), "--out", str(folder)], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=120)
+        assert sorted(p.name for p in folder.iterdir()) == [".adautomix.lock", ".adautomix.lock.json"]
+    assert done.returncode == 2, output(done)
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(
+        f"run_ablation.py: error: study folder {folder} is in use by PID {os.getpid()} on "), output(done)
+
+
 def test_override_of_a_swept_key_is_refused(tmp_path):
     with pytest.raises(StudyError, match="space.method.name: swept by the study"):
         load_study(write_study(tmp_path), ["method.name=vanilla"])
@@ -281,6 +306,28 @@ def test_resuming_a_study_with_a_changed_file_or_overrides_is_refused(tmp_path):
             run_study(changed, study_dir=folder, resume=True)
     # the same trials, however written, are the same study
     assert load_study(path, ["train.epochs=3"]).fingerprint() == load_study(path).fingerprint()
+
+
+def test_a_grid_trial_carries_its_overrides_and_resolves_its_config_where_it_runs(tmp_path):
+    from adautomix.platform.study import describe
+
+    study = load_study(REPO / "ablations" / "default.yaml")
+    describe(study), study.max_epochs(), study.fingerprint()
+    assert all(t._config is None for t in study.trials()), "the driver builds no trial's config"
+    trial = study.trial({"method.name": "adautomix"}, 2)
+    assert (trial.overrides["method.name"], trial.overrides["seed"], trial.epochs) == ("adautomix", 2, 6)
+    cfg = trial.resolve(tmp_path / "study")  # what the trial process does, once
+    assert cfg.out_dir == str(tmp_path / "study" / "trials" / trial.key)
+    assert (cfg.method.name, cfg.seed, cfg.train.epochs, cfg.model.width) == ("adautomix", 2, 6, 0.125)
+    assert trial._config is None  # resolving hands the config to the caller, it is not kept
+
+
+def test_study_overrides_go_through_the_configs_parser(tmp_path):
+    with pytest.raises(StudyError, match=r"override 'train\.epochs': expected key=value"):
+        load_study(write_study(tmp_path), ["train.epochs"])
+    study = load_study(write_study(tmp_path), ["train.lr=0.05", "train.nesterov=yes"])
+    cfg = study.trials()[0].config  # the values are YAML text, read as on the command line
+    assert (cfg.train.lr, cfg.train.nesterov) == (0.05, True)
 
 
 # ------------------------------------------------------------------------------ tracking
@@ -351,7 +398,8 @@ def test_smoke_study_logs_one_parent_and_a_child_per_trial(tmp_path, ray_cluster
     quiet_end(done)  # a grid study ends without a warning
     assert f"mlflow ui --backend-store-uri sqlite:///{tmp_path / 'mlflow.db'}" in done.stdout
     assert "| mixup | 1 |" in done.stdout and "| adautomix | 1 |" in done.stdout
-    assert "eval_ece" in done.stdout and "eval_fgsm_top1" in done.stdout  # the results table's columns
+    assert "ECE ↓" in done.stdout and "FGSM top-1" in done.stdout  # the results table's columns
+    check_results(done.stdout)
     client, parents, children = study_runs(uri, "tiny")
     assert f"http://127.0.0.1:5000/#/experiments/{parents[0].info.experiment_id}/runs?" in done.stdout
     assert len(parents) == 1 and len(children) == 2
@@ -373,6 +421,21 @@ def test_smoke_study_logs_one_parent_and_a_child_per_trial(tmp_path, ray_cluster
     check_report(tmp_path, uri)
 
 
+def check_results(stdout: str) -> None:
+    """The study's results: the table with its statistics columns (one seed: no CI, said so),
+    results.md linking the figure, and the figure's two panels (curves, final values)."""
+    from PIL import Image
+
+    header = next(line for line in stdout.splitlines() if line.startswith("| method | n |"))
+    assert "95 % CI" in header and "Δ vs mixup [95 % CI]" in header and "verdict" in header
+    assert "n = 1: no CI (one seed has no spread)" in stdout
+    folder = Path(re.search(r"results: (\S+)/results\.md", stdout).group(1))
+    assert "![results](results.png)" in (folder / "results.md").read_text()
+    assert "delta_ci_low" in (folder / "results.csv").read_text().splitlines()[0]
+    with Image.open(folder / "results.png") as image:
+        assert image.size == (1575, 600)  # two panels: the curves had per-epoch history
+
+
 def check_final_eval(client, children) -> None:
     """Each trial's run holds the final evaluation: its numbers at the last epoch's step, eval.json
     and the pictures."""
@@ -392,10 +455,11 @@ def check_report(folder: Path, uri: str) -> None:
     assert done.returncode == 0, output(done)
     rows = [line for line in done.stdout.splitlines() if line.startswith(("| mixup |", "| adautomix |"))]
     assert len(rows) == 2, done.stdout
-    header = next(line for line in done.stdout.splitlines() if line.startswith("|  | seeds |"))
+    header = next(line for line in done.stdout.splitlines() if line.startswith("| method | n |"))
     assert "ECE ↓" in header and "FGSM top-1" in header and "occlusion top-1" in header
+    assert "95 % CI" in header and "Δ vs mixup [95 % CI]" in header and "verdict" in header  # the study's reference
     assert sum(row.count("**") for row in rows) >= 2 * 5  # every column has one best (5 columns)
-    for name in ("report.md", "report.csv", "occlusion.png", "reliability.png"):
+    for name in ("report.md", "report.csv", "curves.png", "occlusion.png", "reliability.png"):
         assert (folder / "report" / name).exists(), name
 
 
@@ -579,6 +643,7 @@ def test_killed_driver_resumes_the_cut_trial_from_its_last_checkpoint(tmp_path, 
     if in_trial:  # Tune writes its experiment state right after recording a trial's checkpoint
         state = max(trials.glob("experiment_state-*.json"), key=lambda p: p.stat().st_mtime)
         while state.stat().st_mtime < max(p.stat().st_mtime for p in cut.glob("checkpoint_0*")):
+            assert time.monotonic() < deadline, "Tune never wrote its state after the trial's checkpoint"
             time.sleep(0.05)
     kept = checkpoint_of(cut, in_trial)
     proc.send_signal(signal.SIGKILL)
@@ -662,10 +727,14 @@ def test_ray_job_submit_of_a_smoke_study_logs_to_the_tracking_store(tmp_path, ra
     check_parent_artifacts(client, parents[0])
 
 
-def test_ctrl_c_stops_a_study_with_one_line_and_resume_finishes_it(tmp_path, ray_cluster):
-    """SIGINT to the driver's process group (what Ctrl-C in a terminal sends) once the first
-    trial has a checkpoint: Tune stops the trials and saves its state; the runner ends with one
-    line naming the --resume command and exit code 130; that command finishes the study."""
+@pytest.mark.parametrize("signum, code, name", [(signal.SIGINT, 130, "Ctrl-C"), (signal.SIGTERM, 143, "SIGTERM")],
+                         ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_or_sigterm_stops_a_study_with_one_line_and_resume_finishes_it(tmp_path, ray_cluster, signum,
+                                                                              code, name):
+    """SIGINT to the driver's process group (what Ctrl-C in a terminal sends), or SIGTERM to the
+    driver (what Kubernetes, Slurm and `timeout` send), once the first trial has a checkpoint: Tune
+    stops the trials and saves its state; the runner ends with one line naming the --resume
+    command and exit code 130 / 143; that command finishes the study."""
     base = {**TINY_BASE, "data": {"name": "digits", "limit_train": 256, "limit_test": 64},
             "train": {**TINY_BASE["train"], "epochs": 4}, "mlflow": {"log_model": False}}
     path = write_study(tmp_path, base=base, space={"method.name": ["vanilla", "mixup"]}, max_concurrent=1)
@@ -679,14 +748,17 @@ def test_ctrl_c_stops_a_study_with_one_line_and_resume_finishes_it(tmp_path, ray
         if trials.exists() and any(checkpoint_of(d, True) >= 1 for d in trials.iterdir() if d.is_dir()):
             break
         time.sleep(0.1)
-    assert proc.poll() is None, "the study ended before Ctrl-C"
-    os.killpg(proc.pid, signal.SIGINT)
+    assert proc.poll() is None, "the study ended before the signal"
+    if signum == signal.SIGINT:
+        os.killpg(proc.pid, signum)
+    else:
+        proc.send_signal(signum)
     stdout, stderr = proc.communicate(timeout=180)
     done = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
-    assert proc.returncode == 130, output(done)
+    assert proc.returncode == code, output(done)
     # MLflow's two lines about creating its SQLite tables come at the start; the stop is one line
     lines = [line for line in stderr.splitlines() if line.strip() and "mlflow.store.db.utils" not in line]
-    assert len(lines) == 1 and lines[0].startswith("study tiny stopped (Ctrl-C)"), output(done)
+    assert len(lines) == 1 and lines[0].startswith(f"study tiny stopped ({name})"), output(done)
     assert lines[0].endswith(f"--resume --out {tmp_path / 'study'}"), output(done)
     client, parents, _ = study_runs(uri, "tiny")
     assert parents[0].info.status == "KILLED"

@@ -103,7 +103,7 @@ def test_the_teachers_batchnorm_recorder_follows_a_syncbatchnorm_conversion():
     # its hooks stay on the layers (so that a compiled step traces them once); layers replaced
     # after the step was built (train.sync_bn) are hooked when the next recording starts
     cfg = tiny("unused", "method.name=adautomix")
-    resolve_schedules(cfg, 10)
+    cfg, _ = resolve_schedules(cfg, 10)
     step = torch.nn.SyncBatchNorm.convert_sync_batchnorm(build_step(cfg, 10)).train()
     recorder = step.teacher_bn
     recorder.start()

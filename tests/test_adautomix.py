@@ -7,13 +7,12 @@ import sys
 import pytest
 import torch
 import yaml
-import torch.nn.functional as F
 
-from adautomix.methods.adautomix import AdAutoMixStep
 from adautomix.config import ConfigError, load_config
+from adautomix.methods.adautomix import AdAutoMixStep
 from adautomix.methods.generator import MixGenerator, load_openmixup_generator
-from adautomix.models.cifar_resnet import build_classifier
 from adautomix.methods.teacher import EMATeacher, scaled_schedule
+from adautomix.models.cifar_resnet import build_classifier
 
 
 def make_step(**kwargs) -> AdAutoMixStep:

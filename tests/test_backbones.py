@@ -67,7 +67,7 @@ def test_mixing_at_the_input_of_each_stage_sees_each_stages_output(arch, stem):
             hidden.append(backbone.stage(k, hidden[-1]))
         for k in range(4):
             seen = []
-            mixed = backbone(x, mix_at=k, mix_fn=lambda h: seen.append(h) or h.flip(0))[1]
+            mixed = backbone(x, mix_at=k, mix_fn=lambda h, seen=seen: seen.append(h) or h.flip(0))[1]
             assert torch.equal(seen[0], hidden[k])  # h_k, the state entering stage k + 1
             assert torch.allclose(mixed, plain.flip(0), atol=1e-5)  # the rest of the net runs on the mix
 
@@ -140,7 +140,8 @@ def test_model_init_from_a_run_takes_the_teachers_backbone_and_resets_the_heads(
 
 def test_model_init_refuses_a_checkpoint_of_another_architecture(tmp_path):
     torch.save({"step": {}, "config": {"model": {"arch": "resnet34", "stem": "cifar"}}}, tmp_path / "last.pt")
-    with pytest.raises(InitError, match="model.arch=resnet34 model.stem=cifar, but this run builds model.arch=resnet18"):
+    match = "model.arch=resnet34 model.stem=cifar, but this run builds model.arch=resnet18"
+    with pytest.raises(InitError, match=match):
         load_init(build_classifier("resnet18", 0.125, 3).backbone, tmp_path / "last.pt", "resnet18", "cifar")
 
 

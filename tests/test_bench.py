@@ -5,8 +5,6 @@ import json
 import subprocess
 import sys
 
-import pytest
-
 from adautomix.bench import PARTS, default_methods
 from adautomix.methods.registry import METHODS
 
@@ -59,6 +57,10 @@ def test_switches_and_the_profile_of_the_adautomix_step(tmp_path):
     for name in ("adautomix.generator", "adautomix.classifier", "adautomix.teacher_mix"):
         assert parts[name]["forward_ms"] > 0 and parts[name]["backward_ms"] > 0, name
     assert parts["adautomix.teacher_clean"]["backward_ms"] == 0  # no gradient through the clean pass
+    # each part, the rest included, is measured from the profiler's events, none derived from the
+    # step's time: none is negative, the rest is there, and together they do not exceed the step
+    assert all(p["forward_ms"] >= 0 and p["backward_ms"] >= 0 for name, p in parts.items() if name != "step")
+    assert parts["rest"]["forward_ms"] > 0
     measured = sum(p["forward_ms"] + p["backward_ms"] for name, p in parts.items() if name != "step")
-    assert measured == pytest.approx(parts["step"]["total_ms"])
+    assert measured <= parts["step"]["total_ms"] * 1.01
     assert "| generator |" in result.stdout and "| teacher, mix pass |" in result.stdout

@@ -1,13 +1,24 @@
 """Specifications of the run configuration (adautomix.config)."""
 from __future__ import annotations
 
+import dataclasses
 import re
 import subprocess
 import sys
 
 import pytest
 
-from adautomix.config import SEED_MAX, Config, ConfigError, from_dict, help_text, load_config, to_dict
+from adautomix.config import (
+    SEED_MAX,
+    Config,
+    ConfigError,
+    from_dict,
+    help_text,
+    load_config,
+    params,
+    parse_overrides,
+    to_dict,
+)
 
 PUBLIC_KEYS = ["data.name", "data.root", "model.arch", "model.width", "method.name",
                "train.epochs", "train.batch_size", "seed", "out_dir"]
@@ -228,3 +239,40 @@ def test_the_command_line_names_every_bad_key_on_its_own_line_and_exits_2(tmp_pa
     assert [line.split()[2].split(":")[0].split("=")[0] for line in lines] == keys, lines
     assert all(line.startswith("adautomix: error: ") for line in lines)
     assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_key_value_items_are_split_at_the_first_equals_sign_and_every_bad_item_is_named():
+    assert parse_overrides(["train.epochs=5", " seed = 3", "data.root=/a=b", "out_dir="]) == \
+        {"train.epochs": "5", "seed": " 3", "data.root": "/a=b", "out_dir": ""}
+    with pytest.raises(ConfigError) as err:
+        parse_overrides(["train.epochs", "seed=1", "lr"])
+    assert str(err.value).splitlines() == [
+        "override 'train.epochs': expected key=value, e.g. train.epochs=5",
+        "override 'lr': expected key=value, e.g. train.epochs=5"]
+
+
+def test_params_are_every_dotted_key_with_its_value_as_text():
+    cfg = load_config(overrides=["method.name=mixup", "train.epochs=3", 'train.resources_per_worker={"CPU": 2}',
+                                 "out_dir=x"])
+    flat = params(cfg)
+    assert (flat["method.name"], flat["train.epochs"], flat["train.lr"]) == ("mixup", "3", "0.1")
+    assert (flat["data.root"], flat["method.mix_lambda"]) == ("None", "1.0")  # mixup's λ, resolved
+    assert flat["train.resources_per_worker"] == "{'CPU': 2}" and flat["method.manifold_layers"] == "[0, 1, 2]"
+    keys = set()  # every leaf of the tree, one key each
+    for f in dataclasses.fields(cfg):
+        section = getattr(cfg, f.name)
+        keys |= ({f"{f.name}.{g.name}" for g in dataclasses.fields(section)}
+                 if dataclasses.is_dataclass(section) else {f.name})
+    assert set(flat) == keys
+
+
+def test_the_run_rules_of_ray_train_are_the_configs_and_reported_with_the_rest():
+    with pytest.raises(ConfigError) as err:
+        load_config(overrides=["train.workers=2", "train.sync_bn=true", "train.epochs=0"])
+    lines = str(err.value).splitlines()
+    assert any(line.startswith("train.sync_bn=True is not allowed") and "CUDA" in line for line in lines)
+    assert any(line.startswith("train.epochs=0") for line in lines)
+    with pytest.raises(ConfigError, match="cannot share a GPU"):
+        load_config(overrides=["train.workers=2", "train.use_gpu=true", 'train.resources_per_worker={"GPU": 0.5}'])
+    one = load_config(overrides=["train.workers=1", "train.use_gpu=true", 'train.resources_per_worker={"GPU": 0.5}'])
+    assert one.train.resources_per_worker == {"GPU": 0.5}  # one-worker runs share GPUs

@@ -3,12 +3,10 @@ from __future__ import annotations
 
 import pickle
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from tiny_data import write_cifar10, write_cifar100, write_imagefolder
 
 from adautomix.config import load_config
 from adautomix.data.datasets import (
@@ -19,6 +17,8 @@ from adautomix.data.datasets import (
     load_digits_split,
     random_crop_flip,
 )
+
+from tiny_data import write_cifar10, write_cifar100, write_imagefolder
 
 CPU = torch.device("cpu")
 

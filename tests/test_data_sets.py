@@ -9,14 +9,23 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from tiny_data import (write_aircraft, write_cars, write_cifar100, write_cub200, write_imagefolder, write_idx,
-                       write_mnist, write_tinyimagenet)
 
 from adautomix.config import load_config
 from adautomix.data.augment import random_resized_crop, resized_crop, resized_crop_boxes
 from adautomix.data.datasets import DataError, build_loaders
 from adautomix.data.mnist import load_mnist_split
 from adautomix.data.tinyimagenet import load_tinyimagenet_split
+
+from tiny_data import (
+    write_aircraft,
+    write_cars,
+    write_cifar100,
+    write_cub200,
+    write_idx,
+    write_imagefolder,
+    write_mnist,
+    write_tinyimagenet,
+)
 
 CPU = torch.device("cpu")
 

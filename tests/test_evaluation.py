@@ -43,7 +43,8 @@ def test_ece_equals_the_hand_computation_with_15_bins():
     got = calibration.expected_calibration_error(torch.tensor(logits, dtype=torch.float64), torch.tensor(labels), 15)
     assert got == pytest.approx(expected, abs=1e-7) and expected > 0.05
     bins = calibration.reliability_bins(torch.tensor(logits, dtype=torch.float64), torch.tensor(labels), 15)
-    from_bins = sum(n / len(labels) * abs(a - c) for n, a, c in zip(bins["count"], bins["accuracy"], bins["confidence"]))
+    from_bins = sum(n / len(labels) * abs(a - c)
+                    for n, a, c in zip(bins["count"], bins["accuracy"], bins["confidence"]))
     assert from_bins == pytest.approx(expected, abs=1e-9) and sum(bins["count"]) == len(labels)
     edges = bins["edges"]
     assert len(edges) == 16 and edges[0] == 0 and edges[-1] == 1

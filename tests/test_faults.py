@@ -34,17 +34,17 @@ class DiskFullAtEpoch(Callback):
     def on_epoch(self, record):  # rank 0, just before that epoch's checkpoint is written
         if record["epoch"] != self.at:
             return
-        import adautomix.engine as engine
+        import adautomix.checkpoints as checkpoints
 
-        def full_disk(obj, path, *args, **kwargs):
-            Path(path).write_bytes(b"\0" * 4096)
-            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        def full_disk(obj, fh, *args, **kwargs):
+            fh.write(b"\0" * 4096)
+            raise OSError(errno.ENOSPC, "No space left on device", fh.name)
 
-        engine.torch = _TorchWith(save=full_disk)
+        checkpoints.torch = _TorchWith(save=full_disk)
 
 
 class _TorchWith:
-    """``torch`` with some attributes replaced (the engine module's view only)."""
+    """``torch`` with some attributes replaced (the checkpoints module's view only)."""
 
     def __init__(self, **replaced):
         self.__dict__.update(replaced)
@@ -54,14 +54,14 @@ class _TorchWith:
 
 
 @pytest.fixture()
-def restore_engine_torch():
-    import adautomix.engine as engine
+def restore_checkpoints_torch():
+    import adautomix.checkpoints as checkpoints
 
     yield
-    engine.torch = torch
+    checkpoints.torch = torch
 
 
-def test_injected_enospc_stops_with_one_line_and_keeps_the_last_checkpoint(tmp_path, restore_engine_torch):
+def test_injected_enospc_stops_with_one_line_and_keeps_the_last_checkpoint(tmp_path, restore_checkpoints_torch):
     run = tmp_path / "run"
     cfg = load_config(overrides=[*TINY, "train.epochs=3", f"out_dir={run}"])
     with pytest.raises(CheckpointWriteError) as err:
@@ -72,9 +72,9 @@ def test_injected_enospc_stops_with_one_line_and_keeps_the_last_checkpoint(tmp_p
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["last.pt"]  # no temp file
     assert torch.load(run / "checkpoints/last.pt", weights_only=False)["epoch"] == 1
 
-    import adautomix.engine as engine
+    import adautomix.checkpoints as checkpoints
 
-    engine.torch = torch  # space freed
+    checkpoints.torch = torch  # space freed
     summary = train(load_config(overrides=[*TINY, "train.epochs=3", f"out_dir={run}", "train.resume=true"]),
                     quiet=True)
     assert summary["epochs_done"] == 3
@@ -150,4 +150,5 @@ def test_ctrl_c_of_train_stops_cleanly_and_resume_continues_the_same_mlflow_run(
     assert finished.info.status == "FINISHED"
     steps = [m.step for m in client.get_metric_history(finished.info.run_id, "top1")]
     assert sorted(set(steps)) == list(range(1, 31)) and len(steps) <= 31, steps
-    assert [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()] == list(range(1, 31))
+    epochs = [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == list(range(1, 31))

@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from adautomix.config import ConfigError, load_config
-from adautomix.data.datasets import DataSpec, TensorData, TensorLoader, build_loaders
+from adautomix.data.datasets import DataSpec, TensorData, build_loaders
 from adautomix.data.gpu_loader import DeviceTensorLoader, HostToDevice
+from adautomix.data.loaders import TensorLoader
 from adautomix.engine import train
 
 CPU = torch.device("cpu")
@@ -119,3 +120,19 @@ def test_on_cuda_an_epoch_of_the_device_loader_never_waits_for_the_host():
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert n == len(loader)
+
+
+@pytest.mark.parametrize("kind", [TensorLoader, DeviceTensorLoader])
+def test_an_epoch_continued_at_batch_k_yields_the_rest_of_the_uninterrupted_epoch(kind):
+    """What a checkpoint taken inside an epoch relies on: ``set_epoch(epoch, k, rng_state)``, with
+    the augmentation generator's state saved after batch k-1, gives batches k.. bit for bit."""
+    whole = batches(kind(data(), spec(), 8, True, CPU, seed=3), epoch=2)
+    first = kind(data(), spec(), 8, True, CPU, seed=3)
+    first.set_epoch(2)
+    stream = iter(first)
+    for _ in range(3):  # three batches trained, then the checkpoint
+        next(stream)
+    saved = first.rng_state()
+    rest = kind(data(), spec(), 8, True, CPU, seed=3)
+    rest.set_epoch(2, 3, saved)
+    assert_same_batches([(x.cpu(), y.cpu()) for x, y in rest], whole[3:])

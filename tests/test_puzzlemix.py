@@ -11,7 +11,6 @@ import json
 import math
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -363,14 +362,3 @@ def test_puzzlemix_trains_on_digits_from_the_cli(tmp_path):
     assert record["epoch"] == 1 and math.isfinite(record["loss"])
     assert 0 < record["mix_ratio"] < 1  # the mean λ of the epoch's mixes
     assert json.loads((out / "metrics.json").read_text())["epochs_done"] == 1
-
-
-def test_puzzlemix_trains_on_two_ray_train_workers(tmp_path, ray_connected):
-    from adautomix.platform.ray_train import train_with_ray
-
-    cfg = load_config(overrides=[*TINY, "data.limit_train=128", "train.epochs=2", "train.workers=2",
-                                 f"out_dir={tmp_path / 'ray'}"])
-    summary = train_with_ray(cfg, quiet=True)
-    assert summary["epochs_done"] == 2
-    lines = (Path(cfg.out_dir) / "metrics.jsonl").read_text().splitlines()
-    assert [json.loads(line)["epoch"] for line in lines] == [1, 2]

@@ -1,4 +1,5 @@
-"""Ray Train: data-parallel workers give the one-process result, survive a killed worker, span
+"""Ray Train: data-parallel workers give the one-process result (one worker bit for bit here; two
+workers, parameter for parameter, in test_ray_train_equivalence.py), survive a killed worker, span
 two nodes, run as a `ray job submit` job, and refuse what the cluster cannot place.
 
 All runs are real: a Ray cluster started with `ray start` on 127.0.0.1 (conftest.py), CPU
@@ -17,6 +18,9 @@ import time
 from pathlib import Path
 
 import pytest
+
+# Callbacks below are defined in this module, which Ray's workers cannot import: ship by value.
+import ray.cloudpickle  # noqa: E402
 import torch
 
 from adautomix.config import ConfigError, load_config
@@ -26,9 +30,6 @@ from adautomix.platform import ray_train
 from adautomix.platform.ray_train import RayTrainError, RunDirNotShared, train_with_ray
 
 from conftest import REPO, _start_node, cluster_env
-
-# Callbacks below are defined in this module, which Ray's workers cannot import: ship by value.
-import ray.cloudpickle  # noqa: E402
 
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
@@ -133,13 +134,6 @@ def test_rank_shards_of_a_global_batch_reassemble_the_one_process_batch():
         assert torch.equal(y[0::2], y0) and torch.equal(y[1::2], y1)
 
 
-class WithoutGradientAllReduce(Callback):
-    """A broken data-parallel run for contrast: each rank steps on its own shard's gradient."""
-
-    def setup(self, trainer):
-        trainer.model = trainer.step  # the DDP wrapper is bypassed
-
-
 def test_one_worker_reproduces_the_in_process_run_bit_for_bit(tmp_path, ray_connected):
     """Same config and threads: Ray Train with one worker (DDP over one rank) changes nothing."""
     common = ["method.name=mixup", "data.limit_train=128", "data.limit_test=64"]
@@ -164,63 +158,10 @@ def test_hand_crafted_baselines_train_on_two_workers(tmp_path, ray_connected, me
     assert [r["epoch"] for r in step_records(tmp_path / "run")] == [1]
 
 
-# One step per epoch (32 images, batch 32), so each epoch's loss is one step's loss (rank mean).
-# Vanilla, so that nothing is drawn per rank (mixing methods draw partners within each rank's
-# shard, as every DDP mixup does). Tolerance 1e-2 relative: BatchNorm normalises over each rank's
-# 16 images instead of all 32 (SyncBatchNorm runs on CUDA only); measured here that costs 4e-4 to
-# 4e-3 over the first 4 steps, while dropping the gradient all-reduce costs 3e-2 from step 2 on.
-STEPS = ["method.name=vanilla", "data.limit_train=32", "train.epochs=4"]
-STEP_TOLERANCE = 1e-2
-
-
-def two_workers_match_one_process(tmp_path: Path, steps: list[str], save) -> Path:
-    """Train ``steps`` (1 step per epoch, 4 epochs) in one process and on two Ray Train workers
-    whose callback ``save(folder)`` writes each rank's parameters after every epoch; check each
-    step's loss within STEP_TOLERANCE and identical parameters on both ranks. Returns the folder."""
-    folder = tmp_path / "params"
-    folder.mkdir()
-    train(tiny(tmp_path, *steps, name="one"), quiet=True)
-    summary = train_with_ray(tiny(tmp_path, *steps, "train.workers=2", name="two"),
-                             callbacks=[save(folder)], quiet=True)
-    ref, got = step_records(tmp_path / "one"), step_records(tmp_path / "two")
-    assert summary["epochs_done"] == 4 and [r["epoch"] for r in got] == [1, 2, 3, 4]
-    for a, b in zip(ref, got):
-        assert b["loss"] == pytest.approx(a["loss"], rel=STEP_TOLERANCE), (a["epoch"], a["loss"], b["loss"])
-    assert ref[0]["loss"] != ref[-1]["loss"]
-    for epoch in range(1, 5):
-        rank0 = torch.load(folder / f"rank0_epoch{epoch}.pt")
-        rank1 = torch.load(folder / f"rank1_epoch{epoch}.pt")
-        assert rank0.keys() == rank1.keys() and rank0
-        assert all(torch.equal(rank0[k], rank1[k]) for k in rank0), f"epoch {epoch}: ranks differ"
-    return folder
-
-
-def test_two_workers_take_the_same_steps_as_one_process(tmp_path, ray_connected):
-    """Same global batch, data and seed: the loss of each of the first steps matches."""
-    train(tiny(tmp_path, *STEPS, name="one"), quiet=True)
-    summary = train_with_ray(tiny(tmp_path, *STEPS, "train.workers=2", name="two"), quiet=True)
-    ref, got = step_records(tmp_path / "one"), step_records(tmp_path / "two")
-    assert summary["epochs_done"] == 4 and [r["epoch"] for r in got] == [1, 2, 3, 4]
-    for a, b in zip(ref, got):
-        assert b["loss"] == pytest.approx(a["loss"], rel=STEP_TOLERANCE), (a["epoch"], a["loss"], b["loss"])
-        assert b["lr"] == pytest.approx(a["lr"])
-    assert ref[0]["loss"] != ref[-1]["loss"]  # the steps did change the weights
-
-
-def test_without_the_gradient_all_reduce_the_steps_leave_that_tolerance(tmp_path, ray_connected):
-    """The control for the test above: the tolerance is tight enough to see a broken all-reduce."""
-    train(tiny(tmp_path, *STEPS, name="one"), quiet=True)
-    train_with_ray(tiny(tmp_path, *STEPS, "train.workers=2", name="unsynced"), quiet=True,
-                   callbacks=[WithoutGradientAllReduce()])
-    ref, unsynced = step_records(tmp_path / "one"), step_records(tmp_path / "unsynced")
-    assert any(b["loss"] != pytest.approx(a["loss"], rel=STEP_TOLERANCE) for a, b in zip(ref, unsynced))
-
-
 def test_sync_bn_on_cpu_workers_is_refused_before_starting(tmp_path):
-    cfg = tiny(tmp_path, "train.workers=2", "train.sync_bn=true")
-    with pytest.raises(ConfigError, match="train.sync_bn"):
-        train_with_ray(cfg, quiet=True)
-    assert not Path(cfg.out_dir).exists()
+    with pytest.raises(ConfigError, match="train.sync_bn"):  # by the config, before Ray is asked
+        tiny(tmp_path, "train.workers=2", "train.sync_bn=true")
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize("override, key", [
@@ -305,10 +246,8 @@ def test_two_workers_land_one_on_each_node(tmp_path, ray_connected, ray_second_n
 
 def test_more_workers_than_the_cluster_can_place_fail_fast(tmp_path, ray_connected):
     cfg = tiny(tmp_path, "train.workers=16")  # the session cluster holds 4 + 2 CPUs
-    start = time.monotonic()
     with pytest.raises(RayTrainError, match=r"train.workers=16 cannot be placed"):
         train_with_ray(cfg, quiet=True)
-    assert time.monotonic() - start < 30
     gpu = tiny(tmp_path, "train.workers=1", "train.use_gpu=true", name="gpu")
     with pytest.raises(RayTrainError, match="GPU"):
         train_with_ray(gpu, quiet=True)
@@ -335,7 +274,10 @@ def test_job_submission_without_the_token_is_refused(tmp_path, ray_cluster):
     submit = [str(Path(sys.executable).parent / "ray"), "job", "submit", "--address",
               ray_cluster.dashboard_url, "--", "python", "-c", "print('should not run')"]
     done = subprocess.run(submit, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    said = done.stdout + done.stderr
     assert done.returncode != 0
+    # the dashboard's answer to a wrong token (HTTP 403), as Ray's job client reports it
+    assert "AuthenticationError" in said and "Forbidden: Invalid authentication token" in said, said[-3000:]
     assert "should not run" not in done.stdout
 
 
@@ -376,10 +318,8 @@ def test_a_worker_that_cannot_see_the_run_directory_stops_the_run_at_once(tmp_pa
 
     monkeypatch.setattr(ray_train, "_write_launch_marker", elsewhere)
     cfg = tiny(tmp_path, "train.workers=1", "train.epochs=1")
-    start = time.monotonic()
     with pytest.raises(RunDirNotShared) as err:
         train_with_ray(cfg, quiet=True)
-    assert time.monotonic() - start < 120
     message = str(err.value)
     assert "\n" not in message and f"out_dir {cfg.out_dir} is not the driver's run directory" in message
     assert "storage every node sees" in message
@@ -404,7 +344,8 @@ def test_bad_data_path_on_a_worker_is_one_line_and_exit_2(tmp_path, ray_cluster)
                     f"out_dir={tmp_path / 'run'}", "--address", ray_cluster.address])
     errors = stderr_lines(done.stderr)
     assert done.returncode == 2, done.stdout[-2000:] + done.stderr[-3000:]
-    assert len(errors) == 1 and errors[0].startswith("adautomix: error:") and str(missing) in errors[0], done.stderr[-12000:]
+    assert len(errors) == 1, done.stderr[-12000:]
+    assert errors[0].startswith("adautomix: error:") and str(missing) in errors[0], done.stderr[-12000:]
     assert not (tmp_path / "run").exists()  # nothing of the launch is left behind
 
 
@@ -420,9 +361,13 @@ def test_a_local_tracking_store_is_refused_on_a_cluster_of_several_nodes(tmp_pat
     assert not (tmp_path / "run").exists() and not (tmp_path / "mlflow.db").exists()
 
 
-def test_ctrl_c_stops_a_ray_train_run_and_resume_continues_its_mlflow_run(tmp_path, ray_cluster, mlflow_server):
-    """SIGINT after the first checkpoint: exit 130, one line with the resume command, the MLflow
-    run closed KILLED; `--resume` trains the rest into the same run, every epoch logged. (A real
+@pytest.mark.parametrize("signum, code, name", [(signal.SIGINT, 130, "Ctrl-C"), (signal.SIGTERM, 143, "SIGTERM")],
+                         ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_or_sigterm_stops_a_ray_train_run_and_resume_continues_its_mlflow_run(
+        tmp_path, ray_cluster, mlflow_server, signum, code, name):
+    """SIGINT (Ctrl-C) or SIGTERM (Kubernetes, Slurm, `ray job stop`, `timeout`) to the driver
+    after the first checkpoint: exit 130 / 143, one line with the resume command, the MLflow run
+    closed KILLED; `--resume` trains the rest into the same run, every epoch logged. (A real
     tracking server: the cluster may have a second node, where a local store is refused.)"""
     from mlflow import MlflowClient
 
@@ -434,18 +379,18 @@ def test_ctrl_c_stops_a_ray_train_run_and_resume_continues_its_mlflow_run(tmp_pa
     deadline = time.monotonic() + 240
     while not (run / "checkpoints/last.pt").exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signum)
     stdout, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 130, stdout[-2000:] + stderr[-3000:]
+    assert proc.returncode == code, stdout[-2000:] + stderr[-3000:]
     last = stderr_lines(stderr)[-1]
-    assert last.startswith("adautomix: stopped (Ctrl-C)") and last.endswith(
+    assert last.startswith(f"adautomix: stopped ({name})") and last.endswith(
         f"--config {run / 'config.yaml'} --resume --address {ray_cluster.address}"), stderr[-3000:]
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name("train-digits")
     (killed,) = client.search_runs([exp.experiment_id])
     assert killed.info.status == "KILLED"
     stopped_at = max(epochs_in(run))
-    assert stopped_at < 8, "the run finished before Ctrl-C"
+    assert stopped_at < 8, "the run finished before the signal"
 
     done = run_cli(["--config", str(run / "config.yaml"), "--resume", "--address", ray_cluster.address,
                     "--tracking-uri", uri])

@@ -55,3 +55,29 @@ def test_train_without_a_tracking_uri_never_imports_mlflow(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_a_single_run_logger_facing_a_dead_store_warns_once_and_never_prints_the_password(tmp_path, capfd):
+    """Epochs go through MLflow's asynchronous logging; MLflow reports each batch it could not
+    send with its own error line, which holds the URI: the logger turns the first into its one
+    warning (password masked) and prints none of them; the run's end back-fills what is missing."""
+    import socket
+    from types import SimpleNamespace
+
+    from adautomix.platform.run_logger import RunLogger
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens there
+    uri = f"http://alice:s3cret@127.0.0.1:{port}"
+    logger = RunLogger(uri, "0" * 32)
+    trainer = SimpleNamespace(out=tmp_path, rank=0, history=[])  # what setup reads of a Trainer
+    logger.setup(trainer)
+    for epoch in (1, 2, 3):
+        logger.on_epoch({"epoch": epoch, "top1": 10.0 * epoch, "loss": 1.0})
+    logger.on_end({}, trainer)
+    err = capfd.readouterr().err
+    assert err.count("WARNING: MLflow tracking failed") == 1, err
+    assert f"http://alice:***@127.0.0.1:{port}" in err and "s3cret" not in err, err
+    assert "Failed to log run data" not in err, err  # MLflow's own line, one per batch
+    assert logger.failed

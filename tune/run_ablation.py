@@ -9,7 +9,9 @@
     python tune/run_ablation.py ablations/hpo.yaml --dry-run    # list the trials and exit
 
 Exit codes: 0 done, 1 some trials failed or the study is incomplete (continue it with
---resume), 2 bad study file / overrides / options, 130 stopped by Ctrl-C (continue it with --resume).
+--resume), 2 bad study file / overrides / options or a study folder another process holds, 130
+stopped by Ctrl-C, 143 stopped by SIGTERM (continue either with --resume; SIGTERM takes Ctrl-C's
+path: Tune stops the trials and saves its state).
 """
 from __future__ import annotations
 
@@ -78,8 +80,16 @@ def main(argv: list[str] | None = None) -> int:
         print(describe(study))
         return 0
 
+    from adautomix import stopping
     from adautomix.platform.ablation import run_study
-    from adautomix.platform.tracking import runs_url, ui_command
+    from adautomix.platform.mlflow_view import study_url
+    from adautomix.platform.tracking import ui_command
+    from adautomix.runlock import LockedError
+
+    stopping.forward_sigterm_as_sigint()  # Slurm, Kubernetes, `timeout`: stop as on Ctrl-C
+
+    def stopped() -> tuple[str, int]:
+        return ("SIGTERM", stopping.SIGTERM_EXIT) if stopping.requested() else ("Ctrl-C", INTERRUPTED)
 
     start = time.perf_counter()
     study_dir = Path(args.out).resolve() if args.out else None
@@ -97,22 +107,23 @@ def main(argv: list[str] | None = None) -> int:
         outcome = run_study(study, study_dir=study_dir, resume=args.resume,
                             tracking_uri=args.tracking_uri, address=args.address,
                             max_concurrent=args.max_concurrent)
-    except StudyError as err:
+    except (StudyError, LockedError) as err:
         print(f"run_ablation.py: error: {err}", file=sys.stderr)
         return USAGE_ERROR
     except KeyboardInterrupt:  # a second Ctrl-C, while Tune saved its state
-        print(f"\nstudy {study.name} stopped (Ctrl-C); continue it with: {resume_command(study_dir)}",
+        name, code = stopped()
+        print(f"\nstudy {study.name} stopped ({name}); continue it with: {resume_command(study_dir)}",
               file=sys.stderr)
-        return INTERRUPTED
+        return code
     if outcome.interrupted:
-        print(f"\nstudy {study.name} stopped (Ctrl-C) with {len(outcome.records)} of "
+        name, code = stopped()
+        print(f"\nstudy {study.name} stopped ({name}) with {len(outcome.records)} of "
               f"{study.total_trials()} trials done; continue it with: {resume_command(outcome.study_dir)}",
               file=sys.stderr)
-        return INTERRUPTED
+        return code
     minutes, seconds = divmod(int(time.perf_counter() - start), 60)
     print(f"\nstudy {study.name}: {len(outcome.records)} of {study.total_trials()} trials done "
-          f"({outcome.ran} run now) in {minutes}m{seconds:02d}s; mean ± std over seeds, "
-          f"★ = {study.metric} ({study.mode}):\n")
+          f"({outcome.ran} run now) in {minutes}m{seconds:02d}s:\n")
     print(outcome.table)
     print(f"\nresults: {outcome.study_dir}/results.md, results.csv, results.png")
     if outcome.failed:
@@ -122,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
               f"continue it with: {resume_command(outcome.study_dir)}", file=sys.stderr)
     if outcome.tracking_uri:
         print(f"MLflow: {ui_command(outcome.tracking_uri)}\n"
-              f"        then open {runs_url(outcome.tracking_uri, outcome.experiment_id)}")
+              f"        then open {study_url(outcome.tracking_uri, outcome.experiment_id, outcome.parent_run_id)}")
     else:
         print("MLflow: tracking was unavailable (see the warning above); the metrics are in "
               f"{outcome.study_dir}/trials/*/metrics.jsonl")

@@ -44,7 +44,7 @@ def _unpickle(path: Path, label_key: bytes) -> tuple[np.ndarray, np.ndarray]:
             batch = pickle.load(fh, encoding="bytes")
         data = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
         labels = np.asarray(batch[label_key], dtype=np.int64)
-    except Exception as err:  # any corrupt pickle is the same problem for the user
+    except Exception as err:  # noqa: BLE001 - any corrupt pickle is the same problem for the user
         raise DataError(
             f"unreadable file {path}: expected a pickled dict with b'data' (N x 3072 uint8) "
             f"and {label_key!r} ({type(err).__name__}: {err})"
@@ -60,7 +60,7 @@ def cifar_class_names(name: str, root: str | Path) -> tuple[str, ...]:
     try:
         with (_cifar_folder(Path(root).expanduser(), name) / file).open("rb") as fh:
             return tuple(n.decode() for n in pickle.load(fh, encoding="bytes")[key])
-    except Exception:  # names only label pictures; training does not need them
+    except Exception:  # noqa: BLE001 - names only label pictures; training does not need them
         return ()
 
 

@@ -23,7 +23,7 @@ from .cifar import cifar_class_names, load_cifar_split
 from .digits import digits_normalization, load_digits_split
 from .finegrained import aircraft_datasets, cars_datasets, cub_datasets
 from .folders import folder_datasets, imagefolder_classes  # noqa: F401
-from .loaders import FolderLoader, TensorLoader
+from .loaders import FolderLoader
 from .mnist import CLASS_NAMES, load_mnist_split
 from .tinyimagenet import load_tinyimagenet_split
 

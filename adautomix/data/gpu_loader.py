@@ -90,13 +90,14 @@ class DeviceTensorLoader(TensorLoader):
                 i = order[k * self.batch_size:(k + 1) * self.batch_size][self.rank::self.world_size]
                 yield self._normalize(self.images[i]), self.labels[i]
             return
-        sizes, idx, dy, dx, flip = self._epoch_draws()
+        sizes, idx, dy, dx, flip = self._epoch_draws()  # the whole epoch's: a resume skips into them
         _, c, h, w = self.images.shape
         p = self.spec.crop_padding
         channels = torch.arange(c, device=self.device)[None, :, None, None]
         rows_base, cols_base = torch.arange(h, device=self.device), torch.arange(w, device=self.device)
-        start = 0
-        for size in sizes:
+        skip, self.start = self.start, 0
+        start = sum(sizes[:skip])
+        for size in sizes[skip:]:
             batch = slice(start, start + size)
             start += size
             rows, cols = rows_base.expand(size, h), cols_base.expand(size, w)
@@ -122,8 +123,11 @@ class HostToDevice:
     def __init__(self, loader: TensorLoader, device: torch.device):
         self.loader, self.device = loader, device
 
-    def set_epoch(self, epoch: int) -> None:
-        self.loader.set_epoch(epoch)
+    def set_epoch(self, epoch: int, start: int = 0, rng_state: torch.Tensor | None = None) -> None:
+        self.loader.set_epoch(epoch, start, rng_state)
+
+    def rng_state(self) -> torch.Tensor | None:
+        return self.loader.rng_state()
 
     def __len__(self) -> int:
         return len(self.loader)

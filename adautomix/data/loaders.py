@@ -16,21 +16,28 @@ class TensorLoader:
 
     Each epoch draws one permutation from ``(seed, epoch)``; global batch ``k`` is the slice
     ``perm[k*B:(k+1)*B]`` and rank ``r`` takes its elements ``r, r+W, ...``, so the union of the
-    ranks' batches is exactly the single-process batch.
+    ranks' batches is exactly the single-process batch. ``set_epoch(epoch, start, rng_state)``
+    continues an epoch at batch ``start`` with the augmentation generator's state saved there
+    (``rng_state()``, taken after a batch was used), so the rest of the epoch is drawn exactly as
+    it would have been.
     """
 
     def __init__(self, data: TensorData, spec: DataSpec, batch_size: int, train: bool,
                  device: torch.device, seed: int = 0, rank: int = 0, world_size: int = 1):
         self.data, self.spec, self.train, self.device = data, spec, train, device
         self.batch_size, self.seed, self.rank, self.world_size = batch_size, seed, rank, world_size
-        self.epoch = 0
+        self.epoch, self.start, self.aug_rng, self.resume_rng = 0, 0, None, None
         self.mean = torch.tensor(spec.mean, device=device).view(1, 3, 1, 1) * 255
         self.std = torch.tensor(spec.std, device=device).view(1, 3, 1, 1) * 255
         self.images = data.images.to(device)
         self.labels = data.labels.to(device)
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, start: int = 0, rng_state: torch.Tensor | None = None) -> None:
+        self.epoch, self.start, self.resume_rng = epoch, start, rng_state
+
+    def rng_state(self) -> torch.Tensor | None:
+        """The augmentation generator's state now (between two batches of a training epoch)."""
+        return self.aug_rng.get_state() if self.aug_rng is not None else None
 
     def __len__(self) -> int:
         n = len(self.labels)
@@ -43,9 +50,13 @@ class TensorLoader:
             order = torch.randperm(n, generator=rng)
             # the same stream on every rank: each takes its slice of the global batch's draws
             aug_rng = torch.Generator().manual_seed((self.seed * 1_000_003 + self.epoch) * 64)
+            if self.resume_rng is not None:
+                aug_rng.set_state(self.resume_rng)
+            self.aug_rng = aug_rng
         else:
             order = torch.arange(n)
-        for k in range(len(self)):
+        start, self.start, self.resume_rng = (self.start if self.train else 0), 0, None
+        for k in range(start, len(self)):
             idx = order[k * self.batch_size:(k + 1) * self.batch_size][self.rank::self.world_size]
             idx = idx.to(self.device)
             x = self.images[idx].float()
@@ -85,10 +96,15 @@ class FolderLoader:
         self.dataset = dataset
         self.batch_size, self.train, self.device = batch_size, train, device
         self.seed, self.rank, self.world_size, self.workers = seed, rank, world_size, workers
-        self.epoch = 0
+        self.epoch, self.start = 0, 0
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, start: int = 0, rng_state: torch.Tensor | None = None) -> None:
+        """Continue ``epoch`` at batch ``start``: the same images in the same order; the
+        augmentation of the rest of the epoch is drawn afresh (the DataLoader's workers draw it)."""
+        self.epoch, self.start = epoch, start
+
+    def rng_state(self) -> None:
+        return None
 
     def __len__(self) -> int:
         n = len(self.dataset)
@@ -100,8 +116,9 @@ class FolderLoader:
             order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch))
         else:
             order = torch.arange(n)
+        start, self.start = (self.start if self.train else 0), 0
         batches = [order[k * self.batch_size:(k + 1) * self.batch_size][self.rank::self.world_size].tolist()
-                   for k in range(len(self))]
+                   for k in range(start, len(self))]
         torch.manual_seed(self.seed * 1_000_003 + self.epoch * 64 + self.rank)  # augmentation draws
         loader = torch.utils.data.DataLoader(self.dataset, batch_sampler=batches, num_workers=self.workers,
                                              pin_memory=self.device.type == "cuda")
@@ -116,7 +133,7 @@ def load_image(path: str):
     try:
         with open(path, "rb") as fh:
             return Image.open(fh).convert("RGB")
-    except Exception as err:
+    except Exception as err:  # noqa: BLE001 - whatever PIL raises, the file is unreadable
         raise DataError(f"unreadable image {path} ({type(err).__name__}: {err})") from None
 
 

@@ -54,7 +54,8 @@ def _find(root: Path, name: str, file: str) -> Path:
         for candidate in (folder / file, folder / f"{file}.gz"):
             if candidate.is_file():
                 return candidate
-    raise DataError(f"{name}: no {file} under {root}; expected {DATASETS[name].layout.replace('<data.root>', str(root))} "
+    layout = DATASETS[name].layout.replace('<data.root>', str(root))
+    raise DataError(f"{name}: no {file} under {root}; expected {layout} "
                     "(never downloaded)")
 
 

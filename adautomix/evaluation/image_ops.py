@@ -104,24 +104,36 @@ def plasma_fractal(size: int, wibble_decay: float, rng: np.random.Generator) -> 
     return m / m.max()
 
 
+# OpenCV's Canny sectors: tan 22.5° in 15-bit fixed point (its TG22)
+_TG22 = int(0.4142135623730950488 * (1 << 15) + 0.5)
+
+
 def canny(gray: np.ndarray, low: float = 50, high: float = 150) -> np.ndarray:
-    """OpenCV's ``Canny`` edges of a uint8 image ``H x W``: 3 x 3 Sobel, L1 gradient magnitude,
-    non-maximum suppression along the gradient direction (4 sectors), hysteresis (edges above
-    ``high``, and pixels above ``low`` 8-connected to them). Returns a bool map."""
-    g = gray.astype(np.float64)
-    gx = ndimage.sobel(g, axis=1, mode="mirror")
-    gy = ndimage.sobel(g, axis=0, mode="mirror")
-    mag = np.abs(gx) + np.abs(gy)
-    angle = (np.rad2deg(np.arctan2(gy, gx)) + 180) % 180
-    sector = (((angle + 22.5) // 45) % 4).astype(int)  # 0: horizontal gradient, 1: 45°, 2: vertical, 3: 135°
+    """OpenCV's ``Canny`` edges of a uint8 image ``H x W``: 3 x 3 Sobel with the border pixels
+    repeated (its ``BORDER_REPLICATE``), L1 gradient magnitude (0 outside the image), non-maximum
+    suppression along the gradient direction in 3 sectors with OpenCV's tie rule (horizontal:
+    above the left neighbour, at least the right one; vertical: above the upper, at least the
+    lower; diagonal: above both), hysteresis (edges above ``high``, and pixels above ``low``
+    8-connected to them). Returns a bool map."""
+    g = gray.astype(np.int64)
+    gx = ndimage.sobel(g, axis=1, mode="nearest")
+    gy = ndimage.sobel(g, axis=0, mode="nearest")
+    ax, ay = np.abs(gx), np.abs(gy)
+    mag = ax + ay
+    horizontal = (ay << 15) < ax * _TG22  # |gy|/|gx| < tan 22.5°
+    vertical = ~horizontal & ((ay << 15) > ax * _TG22 + (ax << 16))  # > tan 67.5°
+    diagonal = ~horizontal & ~vertical
+    s = np.where(gx * gy < 0, -1, 1)  # the diagonal the gradient runs along
     pad = np.pad(mag, 1)
     h, w = mag.shape
-    neighbours = {0: ((0, 1), (0, -1)), 1: ((1, 1), (-1, -1)), 2: ((1, 0), (-1, 0)), 3: ((1, -1), (-1, 1))}
-    keep = np.zeros_like(mag, dtype=bool)
-    for s, ((ay, ax), (by, bx)) in neighbours.items():
-        a = pad[1 + ay:1 + ay + h, 1 + ax:1 + ax + w]
-        b = pad[1 + by:1 + by + h, 1 + bx:1 + bx + w]
-        keep |= (sector == s) & (mag > a) & (mag >= b)
+    rows, cols = np.arange(h)[:, None] + 1, np.arange(w)[None, :] + 1
+
+    def at(dy, dx):
+        return pad[rows + dy, cols + dx]
+
+    keep = horizontal & (mag > at(0, -1)) & (mag >= at(0, 1))
+    keep |= vertical & (mag > at(-1, 0)) & (mag >= at(1, 0))
+    keep |= diagonal & (mag > at(-1, -s)) & (mag > at(1, s))
     weak = keep & (mag > low)
     labels, n = ndimage.label(weak, structure=np.ones((3, 3)))
     strong = np.unique(labels[keep & (mag > high)])

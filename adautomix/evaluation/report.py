@@ -1,25 +1,50 @@
-"""Results of several runs as a table, a CSV and a plot, from plain records.
+"""The results table of several runs, from plain records: one builder for every table.
 
-A record is one run: ``{"setting": {swept key: value}, "seed": int, "status": "finished" |
-"stopped_early", "epochs_done": int, "metrics": {name: value}}``. Rows group the records of one
-setting and hold the mean and the standard deviation over its seeds of every metric, as the
-paper reports its ablations (Adversarial AutoMixup, Qin et al., ICLR 2024, Figure 6: mean over
-runs with error bars). Nothing here imports Ray, Optuna or MLflow: a study builds its records
-from Ray Tune's results, and anything else (a folder of run directories) can build them too.
+A study's printed table, its ``results.md`` / ``results.csv`` and ``adautomix report``'s
+``report.md`` / ``report.csv`` all come from ``build`` and the two writers here. A record is one
+run::
+
+    {"setting": {dotted key: value}, "seed": int, "metrics": {name: value},
+     "status": "finished" | "stopped_early" (optional), "history": [{"epoch": e, name: value}]
+     (optional, per epoch: the curves), "eval": the run's eval.json or None (optional)}
+
+Rows group the records of one setting (the values of ``keys``); each metric gets its mean, std,
+n and 95 % Student-t interval over the seeds, as the paper reports its ablations with error bars
+over runs (Adversarial AutoMixup, Qin et al., ICLR 2024, Figure 6). The headline metric of every
+row is compared with the reference setting's: Δ, its 95 % CI, the t test's p-value (paired by
+seed, else Welch; Holm-adjusted when several settings are compared) and a verdict
+(``stats.py``). A TPE search ranks its settings instead. Beside a number whose setting matches
+one of the paper's (``paper.py``) stand the paper's value and the difference.
+Nothing here imports Ray, Optuna or MLflow: a study builds its records from Ray Tune's
+``ResultGrid``, ``adautomix report`` from MLflow runs.
 """
 from __future__ import annotations
 
 import csv
 import json
 import math
-import statistics
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-# the metrics a table shows besides the per-head top1_<head> columns, in this order
-SUMMARY_METRICS = ("top1", "top1_median_last10", "loss", "train_img_per_s")
-# train.final_eval's numbers (evaluation/suite.py) a table shows, when the trials have them
-EVAL_METRICS = ("eval_ece", "eval_corruption_top1", "eval_fgsm_top1", "eval_occlusion_top1_mean")
+from . import stats
+from .paper import paper_value
+
+# (metric, column title, better: "max" | "min" | None = never bold); the columns in this order
+METRICS = (
+    ("top1", "top1", "max"),
+    ("top1_median_last10", "top1_median_last10", "max"),
+    ("eval_ece", "ECE ↓", "min"),
+    ("eval_corruption_top1", "corruption top-1", "max"),
+    ("eval_corruption_top1_without_synthetic", "corruption top-1 (18 types)", "max"),
+    ("eval_fgsm_top1", "FGSM top-1", "max"),
+    ("eval_occlusion_top1_mean", "occlusion top-1 (mean 0-100 %)", "max"),
+    ("loss", "loss", None),
+    ("train_img_per_s", "img/s", None),
+)
+TITLES = {m: title for m, title, _ in METRICS}
+BETTER = {m: better for m, _, better in METRICS}
+SEARCH_ROWS = 10  # a TPE search's table shows its best settings only (the CSV has them all)
 
 
 def short_key(key: str) -> str:
@@ -34,147 +59,236 @@ def format_value(value: Any) -> str:
     return str(value)
 
 
-def _setting_id(setting: dict) -> str:
-    return json.dumps(setting, sort_keys=True)
+def label(setting: dict, keys: list[str]) -> str:
+    """A row's name: the method alone, else ``n_mix=3, alpha=0.5``."""
+    if list(keys) == ["method.name"]:
+        return str(setting.get("method.name"))
+    return ", ".join(f"{short_key(k)}={format_value(setting.get(k))}" for k in keys)
 
 
-def aggregate(records: list[dict], metric: str, mode: str = "max",
-              order: list[dict] | None = None) -> list[dict]:
-    """One row per setting: ``{"setting", "seeds", "stats": {metric: (mean, std, n)},
-    "stopped_early"}``; ``std`` is NaN for a single seed.
+@dataclass
+class Table:
+    """Rows of settings with their statistics; what the writers print."""
+
+    rows: list[dict]  # {"setting", "label", "seeds", "records", "stats": {metric: Summary},
+    #                    "stopped_early", "diff": Difference | None, "p": adjusted p, "verdict"}
+    keys: list[str]  # the setting's keys, one column each
+    metric: str  # the headline metric (★)
+    mode: str  # "max" | "min": which way the headline metric is better
+    reference: dict | None  # the reference row (None: a search, one row, or no reference data)
+    holm: int  # comparisons Holm's correction ran over (0: none, one comparison or fewer)
+    search: bool  # a TPE search: rows ranked best first, no reference
+    runs: int  # records in the table
+
+
+def _ident(setting: dict, keys: list[str]) -> str:
+    return json.dumps({k: setting.get(k) for k in keys}, sort_keys=True, default=str)
+
+
+def _row(recs: list[dict], keys: list[str]) -> dict:
+    recs = sorted(recs, key=lambda r: r["seed"])
+    names = dict.fromkeys(m for r in recs for m, v in r["metrics"].items()
+                          if isinstance(v, (int, float)) and not isinstance(v, bool))
+    summaries = {m: stats.summarize([float(r["metrics"][m]) for r in recs if m in r["metrics"]])
+                 for m in names}
+    return {"setting": recs[0]["setting"], "label": label(recs[0]["setting"], keys),
+            "seeds": [r["seed"] for r in recs], "records": recs, "stats": summaries,
+            "stopped_early": sum(r.get("status") == "stopped_early" for r in recs),
+            "diff": None, "p": None, "verdict": ""}
+
+
+def build(records: list[dict], metric: str, mode: str = "max", keys: list[str] | None = None,
+          reference: dict | None = None, order: list[dict] | None = None, search: bool = False) -> Table:
+    """Group ``records`` into one row per setting and compare each with the reference.
 
     Args:
-        records: finished (or stopped early) runs.
-        metric, mode: what ranks the rows when ``order`` is None (best first).
-        order: settings in the order the rows should follow (a grid's order); settings not in
-            it come after, in the order met.
+        records: the runs (see the module docstring).
+        metric, mode: the headline metric and which way is better.
+        keys: what tells settings apart (default: every key of the records' settings).
+        reference: the setting the others are compared with, by the keys it names (default:
+            the first row); when no row has it, no row is compared.
+        order: settings in the order the rows should follow (a grid's); settings not in it
+            come after, in the order met. Ignored for a ``search``, whose rows are ranked.
+        search: a TPE search: rows ranked by ``metric``, best first; no reference.
     """
+    keys = list(keys) if keys is not None else list(dict.fromkeys(k for r in records for k in r["setting"]))
     groups: dict[str, list[dict]] = {}
     for rec in records:
-        groups.setdefault(_setting_id(rec["setting"]), []).append(rec)
-    wanted = [i for i in dict.fromkeys(map(_setting_id, order or [])) if i in groups]
-    keys = wanted + [k for k in groups if k not in wanted]
-    rows = []
-    for k in keys:
-        recs = sorted(groups[k], key=lambda r: r["seed"])
-        names = sorted({m for r in recs for m in r["metrics"]
-                        if m in SUMMARY_METRICS or m in EVAL_METRICS or m.startswith("top1_")})
-        stats = {}
-        for m in names:
-            values = [float(r["metrics"][m]) for r in recs if m in r["metrics"]]
-            std = statistics.stdev(values) if len(values) > 1 else float("nan")
-            stats[m] = (statistics.fmean(values), std, len(values))
-        rows.append({"setting": recs[0]["setting"], "seeds": [r["seed"] for r in recs],
-                     "stats": stats,
-                     "stopped_early": sum(r["status"] == "stopped_early" for r in recs)})
-    if order is None:
+        groups.setdefault(_ident(rec["setting"], keys), []).append(rec)
+    wanted = [i for i in dict.fromkeys(_ident(s, keys) for s in order or []) if i in groups]
+    rows = [_row(groups[k], keys) for k in wanted + [k for k in groups if k not in wanted]]
+    if search:
         sign = -1 if mode == "max" else 1
-        rows.sort(key=lambda r: sign * r["stats"][metric][0] if metric in r["stats"] else math.inf)
-    return rows
+        rows.sort(key=lambda r: sign * r["stats"][metric].mean if metric in r["stats"] else math.inf)
+        return Table(rows, keys, metric, mode, None, 0, True, len(records))
+    ref = next((r for r in rows if all(r["setting"].get(k) == v for k, v in reference.items())), None) \
+        if reference is not None else rows[0] if rows else None
+    if ref is None or metric not in ref["stats"] or len(rows) < 2:
+        return Table(rows, keys, metric, mode, None, 0, False, len(records))
+    compared = [r for r in rows if r is not ref and metric in r["stats"]]
+    for r in compared:
+        r["diff"] = stats.difference(*_paired_values(r, ref, metric))
+    raw = [r["diff"].p for r in compared]
+    tested = sum(p is not None for p in raw)
+    adjusted = stats.holm(raw) if tested > 1 else raw
+    for r, p in zip(compared, adjusted):
+        r["p"], r["verdict"] = p, stats.verdict(r["diff"], p, mode)
+    return Table(rows, keys, metric, mode, ref, tested if tested > 1 else 0, False, len(records))
 
 
-def columns(rows: list[dict], metric: str) -> list[str]:
-    """The metric columns: the ranked metric first, then top1, the median, each head, the final
-    evaluation's numbers, loss, img/s."""
-    present = {m for r in rows for m in r["stats"]}
-    first = [metric] + [m for m in ("top1", "top1_median_last10") if m != metric]
-    heads = sorted(m for m in present if m.startswith("top1_") and m != "top1_median_last10")
-    return list(dict.fromkeys(m for m in first + heads + list(EVAL_METRICS) + ["loss", "train_img_per_s"]
-                              if m in present))
+def _paired_values(row: dict, ref: dict, metric: str) -> tuple[list[float], list[float], bool]:
+    """The two rows' values of ``metric`` (in seed order) and whether they pair: the same
+    seeds, each once."""
+    a = [(r["seed"], float(r["metrics"][metric])) for r in row["records"] if metric in r["metrics"]]
+    b = [(r["seed"], float(r["metrics"][metric])) for r in ref["records"] if metric in r["metrics"]]
+    seeds = [s for s, _ in a]
+    paired = seeds == [s for s, _ in b] and len(set(seeds)) == len(seeds)
+    return [v for _, v in a], [v for _, v in b], paired
 
 
-def _fmt(mean: float, std: float, digits: int) -> str:
-    return f"{mean:.{digits}f}" if math.isnan(std) else f"{mean:.{digits}f} ± {std:.{digits}f}"
+# ------------------------------------------------------------------------------ the writers
+def columns(table: Table) -> list[str]:
+    """The metric columns after the headline: top1 and the median, each head, the final
+    evaluation's numbers, loss, img/s (those some row has)."""
+    present = {m for r in table.rows for m in r["stats"]}
+    heads = sorted(m for m in present if m.startswith("top1_") and m not in TITLES)
+    order = ["top1", "top1_median_last10", *heads, *(m for m, _, _ in METRICS[2:])]
+    return [m for m in order if m in present and m != table.metric]
 
 
-def markdown_table(rows: list[dict], swept: list[str], metric: str) -> str:
-    """The results table (Markdown): one row per setting, mean ± std over seeds; ★ marks
-    ``metric``."""
-    cols = columns(rows, metric)
-    header = [short_key(k) for k in swept] + ["seeds"] + \
-        [c.replace("train_img_per_s", "img/s") + (" ★" if c == metric else "") for c in cols]
+def _digits(metric: str) -> int:
+    return 0 if metric == "train_img_per_s" else 3 if metric == "loss" else 2
+
+
+def _interval(ci: tuple[float, float] | None, digits: int = 2) -> str:
+    return "" if ci is None else f"[{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
+
+
+def best_mean(rows: list[dict], metric: str, better: str | None) -> float | None:
+    """The best mean of ``metric`` over the rows (None when no row has it or ``better`` is None)."""
+    means = [r["stats"][metric].mean for r in rows if metric in r["stats"]]
+    return (max if better == "max" else min)(means) if means and better else None
+
+
+def _best(table: Table, metric: str) -> float | None:
+    better = table.mode if metric == table.metric else BETTER.get(metric, "max" if metric.startswith("top1") else None)
+    return best_mean(table.rows, metric, better)
+
+
+def cell(row: dict, metric: str, best: float | None = None, markdown: bool = True) -> str:
+    """``mean ± std`` (bold when it is the column's best), then ``(paper P, ±D)`` when the row's
+    setting matches one of the paper's."""
+    if metric not in row["stats"]:
+        return ""
+    s, d = row["stats"][metric], _digits(metric)
+    text = f"{s.mean:.{d}f}" if s.n < 2 else f"{s.mean:.{d}f} ± {s.std:.{d}f}"
+    if markdown and best is not None and s.mean == best:
+        text = f"**{text}**"
+    ref = paper_value(metric, row["setting"])
+    if ref is not None:
+        text += f" (paper {ref['value']:.2f}, {s.mean - ref['value']:+.2f})"
+    return text
+
+
+def _delta_cells(table: Table, row: dict) -> list[str]:
+    """Δ with its CI, p and the verdict of one row."""
+    if row is table.reference:
+        return ["reference", "", ""]
+    diff = row["diff"]
+    if diff is None:
+        return ["", "", ""]
+    ci = _interval(diff.ci) if diff.ci else "(n = 1: no CI)"
+    return [f"{diff.delta:+.2f} {ci}", "" if row["p"] is None else f"{row['p']:.3g}", row["verdict"]]
+
+
+def markdown(table: Table) -> str:
+    """The table in Markdown, then the lines that say how to read it."""
+    m, cols = table.metric, columns(table)
+    compare = table.reference is not None
+    header = [short_key(k) for k in table.keys] + ["n", f"{TITLES.get(m, m)} ★", "95 % CI"]
+    if compare:
+        header += [f"Δ vs {table.reference['label']} [95 % CI]", "p (Holm)" if table.holm else "p", "verdict"]
+    header += [TITLES.get(c, c) for c in cols]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    bests = {c: _best(table, c) for c in [m, *cols]}
+    rows = table.rows[:SEARCH_ROWS] if table.search else table.rows
     for r in rows:
-        cells = [format_value(r["setting"][k]) for k in swept]
-        cells.append(str(len(r["seeds"])) + (f" ({r['stopped_early']} stopped early)"
-                                             if r["stopped_early"] else ""))
-        for c in cols:
-            if c in r["stats"]:
-                mean, std, _ = r["stats"][c]
-                cells.append(_fmt(mean, std, 0 if c == "train_img_per_s" else 3 if c == "loss" else 2))
-            else:
-                cells.append("")
+        s = r["stats"].get(m)
+        cells = [format_value(r["setting"].get(k)) for k in table.keys]
+        cells.append(str(len(r["seeds"])) + (f" ({r['stopped_early']} stopped early)" if r["stopped_early"] else ""))
+        cells += [cell(r, m, bests[m]), "" if s is None else _interval(s.ci) or "— (n = 1)"]
+        cells += _delta_cells(table, r) if compare else []
+        cells += [cell(r, c, bests[c]) for c in cols]
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return "\n".join(lines + [""] + notes(table, rows))
 
 
-def write_csv(path: Path, rows: list[dict], swept: list[str], metric: str) -> Path:
-    """One line per setting: the swept values, the number of seeds, mean and std of each metric."""
-    cols = columns(rows, metric)
+def notes(table: Table, shown: list[dict]) -> list[str]:
+    """What the columns mean, said under the table."""
+    m, better = table.metric, "higher" if table.mode == "max" else "lower"
+    out = [f"★ {m} ({better} is better): mean ± std over n seeds; 95 % CI of the mean: Student t with "
+           "n − 1 degrees of freedom" + ("; n = 1: no CI (one seed has no spread)"
+                                          if any(len(r["seeds"]) < 2 for r in shown) else "") + "."]
+    if table.reference is not None:
+        tests = {r["diff"].test for r in table.rows if r["diff"] is not None}
+        how = " and ".join(t for t in (("paired t test by seed" if "paired" in tests else ""),
+                                       ("Welch's t test (seeds differ)" if "welch" in tests else "")) if t)
+        out.append(f"Δ: {m} minus the reference's ({table.reference['label']}), with its 95 % CI"
+                   + (f"; {how}" if how else "") + "; verdict: better / worse when p < 0.05, else within noise.")
+        if table.holm:
+            out.append(f"p: Holm's correction over the {table.holm} comparisons with the reference "
+                       "(the CIs are not adjusted).")
+    if table.search:
+        out.append(f"TPE search: the {len(shown)} best of {len(table.rows)} settings by {m}, best first"
+                   "; n > 1 where a setting ran with several seeds.")
+    if any(paper_value(c, r["setting"]) for r in shown for c in r["stats"]):
+        out.append("(paper P, ±D): the paper's value where the setting matches one of its tables, and the difference.")
+    out.append("Best of each top-1 / evaluation column in **bold**.")
+    return out
+
+
+def write_csv(path: Path, table: Table) -> Path:
+    """One line per setting: its keys, n, the headline metric's mean, std, CI, Δ, its CI, the
+    test, p, p after Holm's correction (empty without it) and the verdict, then mean, std and CI
+    of every other metric (every ``eval_*`` one included) and, where the paper has one, its value
+    and the difference."""
+    m, cols = table.metric, columns(table)
+    present = {c for r in table.rows for c in r["stats"]}
+    cols += sorted(c for c in present if c.startswith("eval_") and c not in cols and c != m)
+    papered = {c for r in table.rows for c in [m, *cols] if paper_value(c, r["setting"])}
+    header = [*table.keys, "n", "stopped_early", f"{m}_mean", f"{m}_std", f"{m}_ci_low", f"{m}_ci_high"]
+    header += ["delta", "delta_ci_low", "delta_ci_high", "test", "p", "p_holm", "verdict"]
+    header += [f"{m}_paper", f"{m}_diff"] if m in papered else []
+    for c in cols:
+        header += [f"{c}_{s}" for s in ("mean", "std", "ci_low", "ci_high")]
+        header += [f"{c}_paper", f"{c}_diff"] if c in papered else []
     with Path(path).open("w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(list(swept) + ["n_seeds"] + [f"{c}_{s}" for c in cols for s in ("mean", "std")])
-        for r in rows:
-            values = []
+        w.writerow(header)
+        for r in table.rows:
+            line: list[Any] = [r["setting"].get(k) for k in table.keys] + [len(r["seeds"]), r["stopped_early"]]
+            line += _summary_fields(r, m, m in papered)[:4]
+            d = r["diff"]
+            line += ["", "", "", "reference" if r is table.reference else "", "", "", ""] if d is None else [
+                _num(d.delta), *(_num(x) for x in d.ci or ("", "")), d.test, _num(d.p),
+                _num(r["p"]) if table.holm else "", r["verdict"]]
+            line += _summary_fields(r, m, m in papered)[4:]
             for c in cols:
-                mean, std, _ = r["stats"].get(c, (float("nan"), float("nan"), 0))
-                values += [f"{mean:.6g}", "" if math.isnan(std) else f"{std:.6g}"]
-            w.writerow([r["setting"][k] for k in swept] + [len(r["seeds"])] + values)
+                line += _summary_fields(r, c, c in papered)
+            w.writerow(line)
     return Path(path)
 
 
-def plot(path: Path, rows: list[dict], swept: list[str], metric: str, title: str,
-         search: bool = False, log_keys: tuple[str, ...] = ()) -> Path:
-    """The metric against the swept knob with error bars over seeds (the paper's Figure 6
-    style); a heat map for two knobs; for a search (``search=True``) one scatter per knob."""
-    import matplotlib
+def _num(x: Any) -> str:
+    return "" if x is None or x == "" or isinstance(x, float) and math.isnan(x) else f"{x:.6g}"
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    rows = [r for r in rows if metric in r["stats"]]
-    if not search and len(swept) == 2:
-        xs = list(dict.fromkeys(r["setting"][swept[0]] for r in rows))
-        ys = list(dict.fromkeys(r["setting"][swept[1]] for r in rows))
-        grid = [[float("nan")] * len(xs) for _ in ys]
-        for r in rows:
-            grid[ys.index(r["setting"][swept[1]])][xs.index(r["setting"][swept[0]])] = r["stats"][metric][0]
-        fig, ax = plt.subplots(figsize=(1.2 * len(xs) + 3, 0.8 * len(ys) + 2.5))
-        im = ax.imshow(grid, cmap="viridis", aspect="auto")
-        ax.set_xticks(range(len(xs)), [format_value(x) for x in xs])
-        ax.set_yticks(range(len(ys)), [format_value(y) for y in ys])
-        ax.set_xlabel(swept[0])
-        ax.set_ylabel(swept[1])
-        for i, line in enumerate(grid):
-            for j, v in enumerate(line):
-                if not math.isnan(v):
-                    ax.text(j, i, f"{v:.2f}", ha="center", va="center", color="w")
-        fig.colorbar(im, ax=ax, label=f"{metric} (mean over seeds)")
-    elif not search:
-        fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(rows) + 2), 3.6))
-        labels = [", ".join(format_value(r["setting"][k]) for k in swept) for r in rows]
-        means = [r["stats"][metric][0] for r in rows]
-        stds = [0.0 if math.isnan(r["stats"][metric][1]) else r["stats"][metric][1] for r in rows]
-        numeric = all(isinstance(r["setting"][k], (int, float)) and not isinstance(r["setting"][k], bool)
-                      for r in rows for k in swept)
-        ax.errorbar(range(len(rows)), means, yerr=stds, fmt="o-" if numeric else "o", capsize=4,
-                    color="tab:red")
-        ax.set_xticks(range(len(rows)), labels)
-        ax.set_xlabel(", ".join(swept))
-        ax.set_ylabel(f"{metric} (%)")
-        ax.grid(alpha=0.3)
-    else:
-        fig, axes = plt.subplots(1, len(swept), figsize=(3.4 * len(swept), 3.2), squeeze=False)
-        for ax, key in zip(axes[0], swept):
-            ax.scatter([r["setting"][key] for r in rows], [r["stats"][metric][0] for r in rows])
-            if key in log_keys:
-                ax.set_xscale("log")
-            ax.set_xlabel(key)
-            ax.set_ylabel(metric)
-            ax.grid(alpha=0.3)
-    n_seeds = max((len(r["seeds"]) for r in rows), default=0)
-    fig.suptitle(f"{title}: {metric}, mean ± std over {n_seeds} seed(s)", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
+def _summary_fields(row: dict, metric: str, papered: bool) -> list[str]:
+    s = row["stats"].get(metric)
+    if s is None:
+        return ["", "", "", ""] + (["", ""] if papered else [])
+    out = [_num(s.mean), _num(s.std), *(_num(x) for x in s.ci or (None, None))]
+    if papered:
+        ref = paper_value(metric, row["setting"])
+        out += ["", ""] if ref is None else [_num(float(ref["value"])), _num(s.mean - ref["value"])]
+    return out

@@ -9,7 +9,8 @@ named ``eval_*``). Nothing here imports Ray or MLflow, nor the engine.
 | suite | numbers (all in %) |
 |---|---|
 | calibration | ``ece`` (15 bins), the reliability bins, ``pictures/reliability.png`` |
-| corruption | top-1 per type and severity, per type (mean over severities), the mean over all 19 x 5 (and over the 18 made as the authors do: frost is synthetic here) |
+| corruption | top-1 per type and severity, per type (mean over severities), the mean over all |
+|            | 19 x 5 (and over the 18 made as the authors do: frost is synthetic here)     |
 | fgsm | top-1 on FGSM images, ε = 8/255 in pixel space |
 | occlusion | top-1 at masked fractions 0, 10, ..., 100 % of 16 x 16 patches, their mean, ``pictures/occlusion.png`` |
 """
@@ -17,8 +18,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 import numpy as np
 import torch
@@ -125,7 +126,8 @@ def run_occlusion(model, batches, mean, std, settings: EvalConfig, pictures: Pat
     top1 = [100 * c / total for c in correct]
     result = {"patch": settings.occlusion_patch, "seed": settings.seed, "ratios": list(ratios), "top1": top1,
               "masked_fraction": [m / total for m in masked], "top1_mean": float(np.mean(top1))}
-    result["picture"] = str(save_occlusion_curve(pictures / "occlusion.png", {title: result}).relative_to(pictures.parent))
+    picture = save_occlusion_curve(pictures / "occlusion.png", {title: result})
+    result["picture"] = str(picture.relative_to(pictures.parent))
     return result
 
 

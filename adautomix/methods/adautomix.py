@@ -87,7 +87,7 @@ class AdAutoMixStep(LearnedMixStep):
                            if self.teacher is not None and not self.per_source else None)
 
     @classmethod
-    def from_config(cls, classifier: Classifier, m) -> "AdAutoMixStep":
+    def from_config(cls, classifier: Classifier, m) -> AdAutoMixStep:
         """Build from a ``MethodConfig`` (``cfg.method``) whose momentum schedule is resolved."""
         generator = MixGenerator(classifier.backbone.stage3_channels, reduction=2,
                                  lam_concat=m.lam_concat, upsample=m.upsample)

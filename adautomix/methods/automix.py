@@ -77,7 +77,7 @@ class AutoMixStep(LearnedMixStep):
         self.mask_loss_weight, self.mask_loss_margin = mask_loss_weight, mask_loss_margin
 
     @classmethod
-    def from_config(cls, classifier: Classifier, m) -> "AutoMixStep":
+    def from_config(cls, classifier: Classifier, m) -> AutoMixStep:
         """Build from a ``MethodConfig`` (``cfg.method``) whose momentum schedule is resolved."""
         mix_block = MixBlock(classifier.backbone.stage3_channels, reduction=2,
                              lam_concat=m.lam_concat, upsample=m.upsample)

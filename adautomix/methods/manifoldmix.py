@@ -19,7 +19,7 @@ S (any of 0..3; 3 = the input of the last stage).
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn

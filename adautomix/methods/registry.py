@@ -13,13 +13,10 @@ forward.
 """
 from __future__ import annotations
 
+import importlib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Mapping
-
-import torch.nn as nn
-
-if TYPE_CHECKING:
-    from ..config import Config
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -31,7 +28,8 @@ class Method:
         paper: short citation with a link.
         mix_lambda: default Beta(λ, λ) parameter of its mixing ratio (the paper's Table 1); 0 for
             methods that draw no λ (vanilla, SmoothMix), which then take no ``mix_lambda``.
-        build: ``(cfg, num_classes) -> step module``.
+        build: the builder ``(cfg, num_classes) -> step module``, named ``"module:function"`` and
+            imported only when a run builds it (this table imports no torch: the config reads it).
         params: the ``method.*`` keys it reads besides ``mix_lambda`` (listed in the docs and
             tracked per run). A hand-crafted method's keys are named ``<name>_<argument>`` and
             reach its mixing function as ``<argument>``: ``method.fmix_decay_power`` is
@@ -46,102 +44,53 @@ class Method:
     name: str
     paper: str
     mix_lambda: float
-    build: Callable[["Config", int], nn.Module]
+    build: str
     params: tuple[str, ...] = ()
     needs: frozenset[str] = frozenset()
     defaults: Mapping[str, Any] = field(default_factory=dict)
 
-
-def classifier(cfg: "Config", num_classes: int, heads: tuple[str, ...] = ("one",)) -> nn.Module:
-    """The classifier of ``cfg.model`` (backbone + heads), its backbone loaded from ``model.init``."""
-    from ..models.cifar_resnet import build_classifier
-
-    m = cfg.model
-    model = build_classifier(m.arch, m.width, num_classes, heads=heads, zero_init_residual=m.zero_init_residual,
-                             stem=m.stem, drop_path=m.drop_path)
-    if m.init and not cfg.train.resume:  # a resumed run's checkpoint holds every weight
-        from ..models.pretrained import load_init
-
-        load_init(model.backbone, m.init, m.arch, m.stem)
-    return model
+    def builder(self) -> Callable:
+        """The function ``build`` names, imported now."""
+        module, _, function = self.build.partition(":")
+        return getattr(importlib.import_module(module), function)
 
 
-def _hand_crafted(cfg: "Config", num_classes: int) -> nn.Module:
-    from .mixing import MIX_FUNCTIONS, MixStep
-
-    m, method = cfg.method, METHODS[cfg.method.name]
-    params = {p.removeprefix(f"{m.name}_"): getattr(m, p) for p in method.params}
-    if method.mix_lambda:  # methods that draw λ (or τ) from Beta(λ, λ)
-        params["mix_lambda"] = m.mix_lambda
-    return MixStep(classifier(cfg, num_classes), MIX_FUNCTIONS[m.name], params)
-
-
-def _manifoldmix(cfg: "Config", num_classes: int) -> nn.Module:
-    from .manifoldmix import ManifoldMixStep
-
-    return ManifoldMixStep(classifier(cfg, num_classes), cfg.method.mix_lambda, cfg.method.manifold_layers)
-
-
-def _two_head_classifier(cfg: "Config", num_classes: int):
-    return classifier(cfg, num_classes, heads=("one", "mix"))
-
-
-def _adautomix(cfg: "Config", num_classes: int) -> nn.Module:
-    from .adautomix import AdAutoMixStep
-
-    return AdAutoMixStep.from_config(_two_head_classifier(cfg, num_classes), cfg.method)
-
-
-def _automix(cfg: "Config", num_classes: int) -> nn.Module:
-    from .automix import AutoMixStep
-
-    return AutoMixStep.from_config(_two_head_classifier(cfg, num_classes), cfg.method)
-
-
-def _puzzlemix(cfg: "Config", num_classes: int) -> nn.Module:
-    from ..data.datasets import normalization
-    from .puzzlemix import PuzzleMixStep
-
-    m = cfg.method
-    params = {"mix_lambda": m.mix_lambda, **{p: getattr(m, p) for p in METHODS[m.name].params},
-              "pixel_std": normalization(cfg.data.name)[1]}
-    return PuzzleMixStep(classifier(cfg, num_classes), params)
-
+_BUILDERS = "adautomix.methods.builders"  # the module of the builders below (it imports torch)
 
 METHODS: dict[str, Method] = {m.name: m for m in [
-    Method("vanilla", "no mixing", 0.0, _hand_crafted),
-    Method("mixup", "Zhang et al., ICLR 2018, https://arxiv.org/abs/1710.09412", 1.0, _hand_crafted),
-    Method("cutmix", "Yun et al., ICCV 2019, https://arxiv.org/abs/1905.04899", 0.2, _hand_crafted),
+    Method("vanilla", "no mixing", 0.0, f"{_BUILDERS}:hand_crafted"),
+    Method("mixup", "Zhang et al., ICLR 2018, https://arxiv.org/abs/1710.09412", 1.0, f"{_BUILDERS}:hand_crafted"),
+    Method("cutmix", "Yun et al., ICCV 2019, https://arxiv.org/abs/1905.04899", 0.2, f"{_BUILDERS}:hand_crafted"),
     Method("manifoldmix", "Verma et al., ICML 2019, https://arxiv.org/abs/1806.05236", 2.0,
-           _manifoldmix, params=("manifold_layers",)),
+           f"{_BUILDERS}:manifoldmix", params=("manifold_layers",)),
     # Beta parameters of the methods below: OpenMixup's CIFAR-100 ResNet-18 benchmark table
     # (docs/en/mixup_benchmarks/Mixup_cifar.md; its 800-epoch FMix, SaliencyMix and ResizeMix
     # numbers are the AdAutoMix paper's Table 1 rows). SmoothMix draws no λ: its mask's mean is λ.
-    Method("fmix", "Harris et al., 2020, https://arxiv.org/abs/2002.12047", 0.2, _hand_crafted,
+    Method("fmix", "Harris et al., 2020, https://arxiv.org/abs/2002.12047", 0.2, f"{_BUILDERS}:hand_crafted",
            params=("fmix_decay_power",)),
-    Method("resizemix", "Qin et al., 2020, https://arxiv.org/abs/2012.11101", 1.0, _hand_crafted,
+    Method("resizemix", "Qin et al., 2020, https://arxiv.org/abs/2012.11101", 1.0, f"{_BUILDERS}:hand_crafted",
            params=("resizemix_scale_min", "resizemix_scale_max", "resizemix_interpolation")),
     Method("saliencymix", "Uddin et al., ICLR 2021, https://arxiv.org/abs/2006.01791", 0.2,
-           _hand_crafted, params=("saliencymix_box",)),
+           f"{_BUILDERS}:hand_crafted", params=("saliencymix_box",)),
     Method("gridmix", "Baek et al., Pattern Recognition 2021, "
            "https://www.sciencedirect.com/science/article/pii/S0031320320303976",
-           0.2, _hand_crafted,
+           0.2, f"{_BUILDERS}:hand_crafted",
            params=("gridmix_holes_min", "gridmix_holes_max", "gridmix_area_min", "gridmix_area_max")),
     Method("smoothmix", "Lee et al., CVPR Workshops 2020, https://openaccess.thecvf.com/content_CVPRW_2020/"
            "papers/w45/Lee_SmoothMix_A_Simple_Yet_Effective_Data_Augmentation_to_Train_Robust_CVPRW_2020_paper.pdf",
-           0.0, _hand_crafted, params=("smoothmix_sigma_min", "smoothmix_sigma_max")),
-    Method("adautomix", "Qin et al., ICLR 2024, https://arxiv.org/abs/2312.11954", 1.0, _adautomix,
+           0.0, f"{_BUILDERS}:hand_crafted", params=("smoothmix_sigma_min", "smoothmix_sigma_max")),
+    Method("adautomix", "Qin et al., ICLR 2024, https://arxiv.org/abs/2312.11954", 1.0, f"{_BUILDERS}:adautomix",
            params=("n_mix", "alpha", "beta", "use_ce", "use_mce", "use_cos", "use_ema", "adversarial",
                    "lam_concat", "lam_margin", "lam_margin_rule", "random_n", "upsample",
                    "teacher_source_passes", "ema_schedule", "momentum", "momentum_end", "momentum_warmup"),
            needs=frozenset({"teacher", "generator"}),
            defaults={"lam_margin": 0.03, "upsample": "bilinear"}),  # the authors' CIFAR configs
-    Method("automix", "Liu et al., ECCV 2022, https://arxiv.org/abs/2103.13027", 2.0, _automix,
+    Method("automix", "Liu et al., ECCV 2022, https://arxiv.org/abs/2103.13027", 2.0, f"{_BUILDERS}:automix",
            params=("mask_loss_weight", "mask_loss_margin", "lam_concat", "lam_margin", "upsample",
                    "use_ema", "ema_schedule", "momentum", "momentum_end", "momentum_warmup"),
            needs=frozenset({"teacher", "generator"}),
            defaults={"lam_margin": 0.08, "upsample": "nearest"}),  # OpenMixup's CIFAR config
-    Method("puzzlemix", "Kim et al., ICML 2020, https://arxiv.org/abs/2009.06962", 1.0, _puzzlemix,
+    Method("puzzlemix", "Kim et al., ICML 2020, https://arxiv.org/abs/2009.06962", 1.0, f"{_BUILDERS}:puzzlemix",
            params=("block_num_min", "block_num_max", "mix_levels", "label_smoothness",
                    "data_smoothness", "prior_weight", "neigh_size", "transport", "transport_weight",
                    "transport_size", "transport_solver"),

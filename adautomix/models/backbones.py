@@ -25,7 +25,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from .cifar_resnet import StagedBackbone
+from .staged import StagedBackbone
 
 TORCHVISION_RESNETS = {"resnet18": "resnet18", "resnet34": "resnet34", "resnet50": "resnet50",
                        "resnext50": "resnext50_32x4d"}
@@ -107,9 +107,12 @@ class TorchvisionSwin(StagedBackbone):
         return self.avgpool(self.norm(h).permute(0, 3, 1, 2)).flatten(1)
 
 
-def torchvision_backbone(arch: str, stem: str = "imagenet", zero_init_residual: bool = True,
+def torchvision_backbone(arch: str, stem: str = "imagenet", width: float = 1.0, zero_init_residual: bool = True,
                          drop_path: float | None = None) -> nn.Module:
-    """The torchvision backbone ``arch`` (randomly initialised; never downloads weights)."""
+    """The torchvision backbone ``arch`` (randomly initialised; never downloads weights); the
+    catalog's builder of torchvision's stems. ``width`` must be 1 (torchvision's widths)."""
+    if width != 1.0:
+        raise ValueError(f"torchvision's {arch} has its own widths: width must be 1.0, got {width}")
     if arch in TORCHVISION_RESNETS:
         if stem != "imagenet":
             raise ValueError(f"torchvision's {arch} has the ImageNet stem; the CIFAR stem is cifar_resnet.ResNet")

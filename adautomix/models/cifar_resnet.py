@@ -12,10 +12,13 @@ al., 2017, https://arxiv.org/abs/1706.02677).
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn as nn
+
+from .catalog import build_backbone
+from .staged import StagedBackbone
 
 # arch -> (block, blocks per stage, groups, width per group)
 ARCHS = {
@@ -70,42 +73,6 @@ def _shortcut(inplanes: int, planes: int, stride: int) -> nn.Module:
     if stride == 1 and inplanes == planes:
         return nn.Identity()
     return nn.Sequential(nn.Conv2d(inplanes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes))
-
-
-class StagedBackbone(nn.Module):
-    """The shared forward: four stages, the stage-3 map kept, mixing at the input of a stage."""
-
-    def stage(self, k: int, h: torch.Tensor) -> torch.Tensor:
-        """Stage k = 1..4: h_{k-1} -> h_k, with h_0 the image; stage 1 includes the stem."""
-        raise NotImplementedError
-
-    def pool(self, h: torch.Tensor) -> torch.Tensor:
-        """h_4 -> B x out_channels: global average pooling."""
-        return h.mean(dim=(2, 3))
-
-    def feature_map(self, h: torch.Tensor) -> torch.Tensor:
-        """h_3 as B x C x H x W."""
-        return h
-
-    def forward(self, x: torch.Tensor, mix_at: int | None = None,
-                mix_fn: Callable[[torch.Tensor], torch.Tensor] | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Run the four stages; returns ``(stage3 B x C3 x h x w, pooled B x out_channels)``.
-
-        Args:
-            x: B x 3 x H x W images (h_0).
-            mix_at: k in 0..3: the hidden state h_k entering stage k+1 is replaced by
-                ``mix_fn(h_k)`` (k = 0: the images themselves); None: no mixing.
-            mix_fn: a function of a batch of hidden states that keeps their shape.
-        """
-        h, stage3 = x, None
-        for k in range(4):
-            if k == mix_at:
-                h = mix_fn(h)
-            h = self.stage(k + 1, h)
-            if k == 2:
-                stage3 = self.feature_map(h)
-        return stage3, self.pool(h)
 
 
 class ResNet(StagedBackbone):
@@ -181,10 +148,13 @@ class Classifier(nn.Module):
 def build_classifier(arch: str, width: float, num_classes: int, heads: tuple[str, ...] = ("one",),
                      zero_init_residual: bool = True, stem: str = "cifar",
                      drop_path: float | None = None) -> Classifier:
-    """A ``Classifier`` on backbone ``arch``: this module's ResNets for the CIFAR stem, torchvision's
-    (``backbones.py``) for the ImageNet stem and for ``swin_t`` / ``convnext_t``."""
-    if arch in ARCHS and stem == "cifar":
-        return Classifier(ResNet(arch, width, zero_init_residual), num_classes, heads)
-    from .backbones import torchvision_backbone
+    """A ``Classifier`` on backbone ``arch`` (``catalog.py``): this module's ResNets for the CIFAR
+    stem, torchvision's (``backbones.py``) for the ImageNet stem and for ``swin_t`` / ``convnext_t``."""
+    return Classifier(build_backbone(arch, stem, width, zero_init_residual, drop_path), num_classes, heads)
 
-    return Classifier(torchvision_backbone(arch, stem, zero_init_residual, drop_path), num_classes, heads)
+
+def cifar_backbone(arch: str, stem: str, width: float, zero_init_residual: bool, drop_path: float | None) -> ResNet:
+    """The catalog's builder of the CIFAR-stem ResNets (``drop_path`` does not apply)."""
+    if stem != "cifar" or arch not in ARCHS:
+        raise ValueError(f"cifar_resnet.ResNet has the CIFAR stem and the ResNets {', '.join(ARCHS)}")
+    return ResNet(arch, width, zero_init_residual)

@@ -33,8 +33,23 @@ class InitError(RuntimeError):
     """``model.init`` names a file that cannot initialise the backbone; the message says why."""
 
 
-def _read(path: Path) -> dict:
-    file = path / CHECKPOINT if path.is_dir() else path
+def _file(path: Path) -> Path:
+    """The checkpoint file of ``path``: a run directory's newest readable one (a damaged newer one
+    is named in a warning), else ``path``."""
+    if not path.is_dir():
+        return path
+    from ..checkpoints import CheckpointError, newest_readable  # the engine's files, read by name
+
+    try:
+        return newest_readable(path / CHECKPOINT)[0]
+    except CheckpointError as err:
+        if not str(err).startswith("no checkpoint at"):
+            raise InitError(f"model.init={path}: {err}") from None
+        return path / CHECKPOINT
+
+
+def _read(path: Path) -> tuple[Path, dict]:
+    file = _file(path)
     if not file.is_file():
         raise InitError(f"model.init={path}: no such file (expected a run directory holding {CHECKPOINT}, "
                         "an adautomix checkpoint or a torchvision state-dict file)")
@@ -45,11 +60,11 @@ def _read(path: Path) -> dict:
         raise InitError(f"model.init={file}: refused: it holds a pickled Python object"
                         f"{f' ({found.group(1)})' if found else ''} that loading would have to run; "
                         "save the weights as a state dict (torch.save(model.state_dict(), path))") from None
-    except Exception as err:  # a truncated or foreign file: the same problem for the user
+    except Exception as err:  # noqa: BLE001 - a truncated or foreign file: the same problem for the user
         raise InitError(f"model.init={file}: unreadable ({type(err).__name__}: {str(err).splitlines()[0]})") from None
     if not isinstance(state, dict):
         raise InitError(f"model.init={file}: expected a dict of tensors, got {type(state).__name__}")
-    return state
+    return file, state
 
 
 def _project_backbone(state: dict, file: str, arch: str, stem: str) -> dict[str, torch.Tensor]:
@@ -84,8 +99,8 @@ def load_init(backbone: nn.Module, path: str | Path, arch: str, stem: str) -> st
     (unreadable, unsafe, another architecture, missing / unexpected / mis-shaped tensors).
     """
     path = Path(path).expanduser()
-    state = _read(path)
-    file = str(path / CHECKPOINT if path.is_dir() else path)
+    file, state = _read(path)
+    file = str(file)
     if "step" in state and "config" in state:
         weights, kind = _project_backbone(state, file, arch, stem), "adautomix checkpoint"
     else:
@@ -103,7 +118,8 @@ def load_init(backbone: nn.Module, path: str | Path, arch: str, stem: str) -> st
             hint = "; a torchvision state dict fits the ImageNet stem (model.stem=imagenet)"
         problems = [f"{len(missing)} missing ({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''})"
                     if missing else "",
-                    f"{len(unexpected)} unexpected ({', '.join(unexpected[:3])}{', ...' if len(unexpected) > 3 else ''})"
+                    f"{len(unexpected)} unexpected ({', '.join(unexpected[:3])}"
+                    f"{', ...' if len(unexpected) > 3 else ''})"
                     if unexpected else "",
                     f"{len(shapes)} of another shape ({', '.join(shapes[:2])})" if shapes else ""]
         raise InitError(f"model.init={file}: a {kind} that does not fit model.arch={arch} model.stem={stem}: "

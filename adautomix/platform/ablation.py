@@ -14,7 +14,8 @@
 - Resume is Tune's own: ``Tuner.restore`` continues unfinished and errored trials; a trial starts
   again from its last checkpoint (Tune's checkpoint, or Ray Train's run snapshot: the Train run
   has a fixed name in the trial's folder), and finds its MLflow run again by its trial-key tag.
-- Results come from Tune's ``ResultGrid``; the table and the plot from ``evaluation.report``.
+- Results come from Tune's ``ResultGrid`` (last and per-epoch results); the table from
+  ``evaluation.report``, ``results.png`` from ``evaluation.figures``.
 
 The study folder ``runs/studies/<name>-<time>/`` holds ``state.json`` (the study's fingerprint
 and its MLflow ids), ``study.yaml``, ``trials/`` (Tune's experiment; ``trials/<key>/`` is each
@@ -22,7 +23,7 @@ trial's run directory), ``optuna.log`` (a TPE search) and the results.
 """
 from __future__ import annotations
 
-import copy
+import functools
 import json
 import logging
 import os
@@ -31,9 +32,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..engine import CHECKPOINT, NonFiniteLossError, Trainer, newest_checkpoint
-from ..evaluation import report
-from . import tracking
+from .. import stopping
+from ..checkpoints import history
+from ..engine import CHECKPOINT, NonFiniteLossError, Trainer, newest_checkpoint, numeric
+from ..evaluation import figures, report
+from ..runlock import RunLock
+from . import mlflow_view, tracking
 from .ray_train import ReportEpochs, connect, train_with_ray
 from .study import TRIALS, Study, StudyError, Trial
 
@@ -47,8 +51,7 @@ def run_trial(config: dict, study: Study, study_dir: str) -> None:
     """The Tune trainable: train the trial's resolved config, reporting every epoch."""
     from ray import tune
 
-    cfg = copy.deepcopy(study.trial(*_point(study, config)).config)
-    cfg.out_dir = str(Path(study_dir) / cfg.out_dir)
+    cfg = study.trial(*_point(study, config)).resolve(study_dir)  # the trial's one build
     callbacks = [tracking.ExportModel()] if cfg.mlflow.log_model else []
     if cfg.train.workers == 0:
         trainer = Trainer(cfg, callbacks=[ReportEpochs("tune"), *callbacks], quiet=True)
@@ -57,8 +60,8 @@ def run_trial(config: dict, study: Study, study_dir: str) -> None:
         if checkpoint is not None:
             with checkpoint.as_directory() as folder:
                 trainer.load_checkpoint(newest_checkpoint(Path(folder) / own.name, own))
-        elif own.exists():  # a stop came before Tune recorded the trial's first checkpoint
-            trainer.load_checkpoint(own)
+        elif history(own):  # a stop came before Tune recorded the trial's first checkpoint
+            trainer.resume()
         trainer.fit()
         return
     from ray.tune.integration.ray_train import TuneReportCallback
@@ -84,7 +87,7 @@ def _finished(study: Study, config: dict, metrics: dict) -> bool:
     """Whether a trial's last report is its last epoch. (Tune's ``done`` flag says so only while
     the experiment runs: a restored experiment's results do not keep it.)"""
     if study.searcher == "grid":
-        epochs = study.trial(*_point(study, config)).config.train.epochs
+        epochs = study.trial(*_point(study, config)).epochs
     else:
         epochs = int(config.get("train.epochs", study.base.train.epochs))
     return metrics.get("epoch", 0) >= epochs
@@ -115,10 +118,9 @@ def _tracking_callback(tracker: tracking.StudyTracker, study: Study, study_dir: 
                 **{f"adautomix.swept.{k}": report.format_value(v) for k, v in t.setting.items()}})
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
-            metrics = {k: v for k, v in result.items() if k not in AUTO_RESULT_KEYS
-                       and isinstance(v, (int, float)) and not isinstance(v, bool)}
-            if "epoch" in metrics:
-                tracker.trial_epoch(_ident(study, trial.config).key, metrics, run_dir(trial))
+            record = numeric({k: v for k, v in result.items() if k not in AUTO_RESULT_KEYS})
+            if "epoch" in record:  # the engine's epoch record, less what Tune added to it
+                tracker.trial_epoch(_ident(study, trial.config).key, record, run_dir(trial))
 
         def on_trial_complete(self, iteration, trials, trial, **info):
             last = trial.last_result or {}
@@ -238,6 +240,7 @@ class Outcome:
     ran: int  # trials this invocation started or continued
     incomplete: bool  # fewer trials ended than the study has (interrupted or failed)
     interrupted: bool = False  # stopped by Ctrl-C (SIGINT); Tune saved its state for --resume
+    parent_run_id: str | None = None  # the study's MLflow parent run (mlflow_view.study_url)
 
 
 def new_study_dir(study: Study, root: str | Path = "runs/studies") -> Path:
@@ -265,6 +268,15 @@ def run_study(study: Study, *, study_dir: Path | None = None, resume: bool = Fal
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     if resume:
         study_dir = study_dir.resolve() if study_dir else latest_study_dir(study)
+    else:
+        study_dir = (study_dir or new_study_dir(study)).resolve()
+    with RunLock(study_dir, "study folder"):  # one driver per study folder, for the whole study
+        return _run_study(study, study_dir, resume, tracking_uri, address, max_concurrent, out)
+
+
+def _run_study(study: Study, study_dir: Path, resume: bool, tracking_uri: str | None, address: str | None,
+               max_concurrent: int | None, out) -> Outcome:
+    if resume:
         if not (study_dir / STATE).exists():
             raise StudyError(f"--resume: {study_dir} holds no {STATE}")
         state = json.loads((study_dir / STATE).read_text())
@@ -277,7 +289,6 @@ def run_study(study: Study, *, study_dir: Path | None = None, resume: bool = Fal
         if tracker:
             tracker.reopen()
     else:
-        study_dir = (study_dir or new_study_dir(study)).resolve()
         if (study_dir / STATE).exists():
             raise StudyError(f"{study_dir} already holds a study; add --resume to continue it")
         study_dir.mkdir(parents=True, exist_ok=True)
@@ -295,6 +306,7 @@ def run_study(study: Study, *, study_dir: Path | None = None, resume: bool = Fal
     from ray import tune
 
     started = connect(address, study.base.train.env_vars)
+    stopping.reinstall()  # ray.init took SIGTERM over
     # Ctrl-C: Tune's own handler stops the trials and saves the experiment's state one last time;
     # its notices are dropped, the runner prints one line with the --resume command instead
     notices = _TuneStopNotices()
@@ -322,18 +334,22 @@ def run_study(study: Study, *, study_dir: Path | None = None, resume: bool = Fal
 
     incomplete = grid.num_terminated + grid.num_errors < study.total_trials()  # interrupted
     records, failed = _records(study, grid, incomplete)
-    rows = report.aggregate(records, study.metric, study.mode,
-                            [t.setting for t in study.trials()] if study.searcher == "grid" else None)
-    table = report.markdown_table(rows, study.swept, study.metric)
-    files = _write_results(study, study_dir, rows, table)
+    results = report.build(records, study.metric, study.mode, study.swept, study.reference,
+                           [t.setting for t in study.trials()], search=study.searcher == "tpe")
+    table = report.markdown(results)
+    files = _write_results(study, study_dir, results, table)
     if tracker:
         tracker.study_ended([study_dir / "study.yaml", *files],
                             "FAILED" if failed else "KILLED" if incomplete else "FINISHED",
                             {"adautomix.trials_done": str(len(records))},
-                            champion=_best_key(study, records), model_name=study.name)
+                            champion=_best_key(study, records), model_name=study.name,
+                            publish=functools.partial(
+                                mlflow_view.finish, results_csv=study_dir / "results.csv",
+                                metric=study.metric, mode=study.mode, swept=study.swept))
     return Outcome(study_dir, tracker.uri if tracker and not tracker.failed else None,
                    tracker.experiment_id if tracker else None, records, failed, table,
-                   study.total_trials() - before, incomplete, notices.interrupted)
+                   study.total_trials() - before, incomplete, notices.interrupted,
+                   tracker.parent_run_id if tracker else None)
 
 
 class _TuneStopNotices(logging.Filter):
@@ -358,15 +374,15 @@ def _records(study: Study, grid, incomplete: bool) -> tuple[list[dict], list[str
     records, failed = [], []
     for result in grid:
         trial = _ident(study, result.config)
-        metrics = {k: v for k, v in (result.metrics or {}).items()
-                   if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        metrics = numeric(result.metrics or {})
         finished = _finished(study, result.config, metrics)
         if result.error is not None:
             failed.append(f"{trial.name}: {_error_line(result.error)}; see {result.path}")
         elif "epoch" in metrics and (finished or not incomplete):
             records.append({"setting": trial.setting, "seed": trial.seed, "key": trial.key,
                             "status": "finished" if finished else "stopped_early",
-                            "epochs_done": int(metrics["epoch"]), "metrics": metrics})
+                            "epochs_done": int(metrics["epoch"]), "metrics": metrics,
+                            "history": _history(result, study.metric)})
     return records, failed
 
 
@@ -381,6 +397,17 @@ def _error_line(error: BaseException) -> str:
             return f"NonFiniteLossError: {seen}"
         seen = cause
     return type(error).__name__
+
+
+def _history(result, metric: str) -> list[dict]:
+    """The trial's per-epoch ``epoch``, ``top1`` and ``metric``: every result Tune received
+    (``Result.metrics_dataframe``, read from the trial's ``progress.csv``)."""
+    frame = result.metrics_dataframe
+    if frame is None or "epoch" not in frame:
+        return []
+    wanted = [c for c in dict.fromkeys(["epoch", "top1", metric]) if c in frame]
+    # an epoch trained again after a restore from an older checkpoint counts once, as retrained
+    return frame[wanted].dropna(subset=["epoch"]).drop_duplicates("epoch", keep="last").to_dict("records")
 
 
 def _best_key(study: Study, records: list[dict]) -> str | None:
@@ -409,16 +436,16 @@ def _resume_uri(stored: str | None, given: str | None) -> str | None:
     return uri
 
 
-def _write_results(study: Study, study_dir: Path, rows: list[dict], table: str) -> list[Path]:
-    """``results.md``, ``results.csv`` and ``results.png`` in the study folder."""
+def _write_results(study: Study, study_dir: Path, results: report.Table, table: str) -> list[Path]:
+    """``results.md`` (the table, linking the figure), ``results.csv`` and ``results.png``."""
     md = study_dir / "results.md"
-    md.write_text(f"# Study {study.name}\n\n{study.description}\n\n"
-                  f"mean ± std over seeds; ★ = {study.metric} ({study.mode})\n\n{table}\n")
-    files = [md, report.write_csv(study_dir / "results.csv", rows, study.swept, study.metric)]
-    if rows:
+    md.write_text(f"# Study {study.name}\n\n" + (f"{study.description}\n\n" if study.description else "")
+                  + f"{table}\n\n"
+                  + ("![results](results.png)\n" if results.rows else ""))
+    files = [md, report.write_csv(study_dir / "results.csv", results)]
+    if results.rows:
         log_keys = tuple(k for k, v in study.space.items() if isinstance(v, dict) and "loguniform" in v)
-        files.append(report.plot(study_dir / "results.png", rows, study.swept, study.metric,
-                                 study.name, search=study.searcher == "tpe", log_keys=log_keys))
+        files.append(figures.save(study_dir / "results.png", results, study.name, log_keys))
     return files
 
 
@@ -433,6 +460,7 @@ def _start_tracking(study: Study, study_dir: Path, uri: str) -> tracking.StudyTr
     params = {"study.name": study.name, "study.searcher": study.searcher,
               "study.seeds": str(study.seeds), "study.metric": study.metric, "study.mode": study.mode,
               "study.trials": study.total_trials(), "study.smoke": study.smoke,
+              "study.reference": json.dumps(study.reference, sort_keys=True),
               **{f"study.tpe.{k}": v for k, v in study.tpe.items()},
               **{f"study.space.{k}": str(v) for k, v in study.space.items()},
               **{f"base.{k}": v for k, v in study.overrides_base.items()}}

@@ -4,8 +4,10 @@ The runs are read with MLflow's client API (``MlflowClient.search_runs``, ``down
 a study's experiment is ``ablation-<study>`` and its trials are the children of its latest parent
 run; any other experiment (e.g. ``train-digits`` of ``adautomix train --tracking-uri``) gives
 all its finished runs. Each run becomes a plain record (its resolved config from its params, its
-last metrics, its ``eval.json`` artifact) and ``evaluation/comparison.py`` builds the tables and
-plots. Only finished runs count.
+last metrics, its headline metric's history, its ``eval.json`` artifact) and
+``evaluation/report.py`` builds the table (with the study's metric, mode and reference when the
+runs are a study's; else top1, higher is better, the first setting), ``evaluation/figures.py``
+the curves and ``evaluation/comparison.py`` the paper-style extras. Only finished runs count.
 """
 from __future__ import annotations
 
@@ -15,7 +17,8 @@ from pathlib import Path
 
 import yaml
 
-from ..evaluation import comparison
+from ..evaluation import comparison, figures
+from ..evaluation import report as tables
 from . import tracking
 
 
@@ -42,17 +45,23 @@ def find_experiment(c, name: str):
                       f"ablation-{name} and {name}); experiments there: {', '.join(names) or 'none'}")
 
 
-def records(c, exp) -> tuple[list[dict], list[str], str]:
-    """Plain records of the experiment's finished runs, the swept keys, and what was read."""
+def records(c, exp) -> tuple[list[dict], list[str], str, dict]:
+    """Plain records of the experiment's finished runs, the swept keys, what was read, and how
+    to rank them (``{"metric", "mode", "reference"}``: the study's, else top1, max, None)."""
     parents = c.search_runs([exp.experiment_id], filter_string="tags.`adautomix.role` = 'study'",
                             order_by=["attributes.start_time DESC"], max_results=1)
+    headline = {"metric": "top1", "mode": "max", "reference": None}
+    order = ["attributes.start_time ASC"]  # a grid's trials start in the study file's order
     if parents:
         parent = parents[0]
-        runs = c.search_runs([exp.experiment_id], max_results=5000, filter_string=(
+        runs = c.search_runs([exp.experiment_id], max_results=5000, order_by=order, filter_string=(
             f"tags.`mlflow.parentRunId` = '{parent.info.run_id}' and attributes.status = 'FINISHED'"))
         what = f"study run {parent.info.run_name} ({parent.info.run_id[:8]}) of experiment {exp.name}"
+        params = parent.data.params
+        headline = {"metric": params.get("study.metric", "top1"), "mode": params.get("study.mode", "max"),
+                    "reference": json.loads(params["study.reference"]) if params.get("study.reference") else None}
     else:
-        runs = c.search_runs([exp.experiment_id], max_results=5000,
+        runs = c.search_runs([exp.experiment_id], max_results=5000, order_by=order,
                              filter_string="attributes.status = 'FINISHED'")
         what = f"experiment {exp.name}"
     swept: list[str] = []
@@ -66,8 +75,18 @@ def records(c, exp) -> tuple[list[dict], list[str], str]:
             seed = setting.get("seed", _value(tags.get("adautomix.seed", "0")))
             out.append({"setting": setting, "seed": int(seed) if isinstance(seed, int) else 0,
                         "metrics": dict(run.data.metrics), "eval": _eval_json(c, run, Path(tmp)),
+                        "history": _history(c, run.info.run_id, {headline["metric"], "top1"}),
                         "run_id": run.info.run_id})
-    return out, [s for s in swept if s != "variant"], what
+    return out, [s for s in swept if s != "variant"], what, headline
+
+
+def _history(c, run_id: str, metrics: set[str]) -> list[dict]:
+    """The run's per-epoch values of ``metrics`` (MLflow's step is the epoch)."""
+    epochs: dict[int, dict] = {}
+    for metric in sorted(metrics):
+        for m in c.get_metric_history(run_id, metric):
+            epochs.setdefault(m.step, {"epoch": m.step})[metric] = m.value
+    return [epochs[e] for e in sorted(epochs)]
 
 
 def _eval_json(c, run, tmp: Path) -> dict | None:
@@ -81,8 +100,9 @@ def _eval_json(c, run, tmp: Path) -> dict | None:
 
 
 def report(name: str, tracking_uri: str | None = None, out: str | Path | None = None, stream=None) -> Path:
-    """Write ``report.md``, ``report.csv``, ``occlusion.png`` and ``reliability.png`` (when the
-    runs have them) for study or experiment ``name`` to ``out`` and print the Markdown."""
+    """Write ``report.md``, ``report.csv``, ``curves.png``, ``occlusion.png`` and
+    ``reliability.png`` (the last two when the runs have them) for study or experiment ``name``
+    to ``out`` and print the Markdown."""
     import os
     import sys
 
@@ -92,31 +112,31 @@ def report(name: str, tracking_uri: str | None = None, out: str | Path | None = 
     c = tracking.client(uri)
     try:
         exp = find_experiment(c, name)
-        recs, swept, what = records(c, exp)
+        recs, swept, what, headline = records(c, exp)
     except ReportError:
         raise
     except Exception as err:  # noqa: BLE001 - the store cannot be read
         raise ReportError(f"cannot read the tracking store {tracking.mask(uri)}: {type(err).__name__}: "
-                          f"{tracking._first_line(err)}") from None
+                          f"{tracking.first_line(err)}") from None
     if not recs:
         raise ReportError(f"{what}: no finished runs to report")
-    rows = comparison.group(recs, swept)
+    keys = comparison.setting_keys(recs, swept)
+    reference = headline["reference"]  # its row first; the others in the order they started
+    table = tables.build(recs, headline["metric"], headline["mode"], keys, reference,
+                         [reference] if reference else None)
     out = Path(out or Path("runs") / "reports" / name)
     out.mkdir(parents=True, exist_ok=True)
-    files = [comparison.write_csv(out / "report.csv", rows)]
-    curves, errors = comparison.occlusion_curves(rows)
+    files = [tables.write_csv(out / "report.csv", table), figures.save(out / "curves.png", table, name)]
+    curves, errors = comparison.occlusion_curves(table.rows)
     if curves:
         from ..evaluation.suite import save_occlusion_curve
 
         files.append(save_occlusion_curve(out / "occlusion.png", curves, errors))
-    reliability = comparison.save_reliability_grid(out / "reliability.png", rows)
+    reliability = comparison.save_reliability_grid(out / "reliability.png", table.rows)
     files += [reliability] if reliability else []
-    n_seeds = max(len(r["seeds"]) for r in rows)
-    text = [f"# {name}", "", f"From {what} at {tracking.mask(uri)}: {len(recs)} finished runs, "
-            f"mean ± std over up to {n_seeds} seed(s); best of each column in **bold**; "
-            "(paper P, ±D): the paper's value where the setting matches one of its tables, and the difference.",
-            "", comparison.markdown_table(rows)]
-    per_type = comparison.corruption_table(rows)
+    text = [f"# {name}", "", f"From {what} at {tracking.mask(uri)}: {len(recs)} finished runs.", "",
+            tables.markdown(table), "", "![curves](curves.png)"]
+    per_type = comparison.corruption_table(table.rows)
     if per_type:
         text += ["", "Corruption top-1 per type (mean over severities 1-5; * synthetic frost texture, see README):",
                  "", per_type]

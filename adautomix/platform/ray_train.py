@@ -15,8 +15,8 @@ died), ``train.max_preemption_failures`` (preempted nodes; Ray's preemption watc
 ``train.controller_failure_limit`` (worker-group starts that found no room within
 ``train.worker_start_timeout_s``, e.g. after a node was lost on a cluster without an autoscaler).
 The run has a fixed name and its storage in ``out_dir/ray/``, so a later launch of the same run
-(``--resume``, or a Tune trial continued by ``Tuner.restore``) is restored by Ray Train from its snapshot; ``last.pt`` serves
-``--resume`` when Ray's storage is gone.
+(``--resume``, or a Tune trial continued by ``Tuner.restore``) is restored by Ray Train from its
+snapshot; ``last.pt`` serves ``--resume`` when Ray's storage is gone.
 
 Cluster: ``address`` (or ``RAY_ADDRESS``) joins a running cluster, otherwise a local one is started
 with its dashboard on 127.0.0.1; ``RAY_AUTH_MODE=token`` either way, and the token file readable by
@@ -30,7 +30,7 @@ Ray Train: https://docs.ray.io/en/latest/train/train.html
 """
 from __future__ import annotations
 
-import copy
+import dataclasses
 import json
 import logging
 import math
@@ -42,11 +42,24 @@ import sys
 import uuid
 from pathlib import Path
 
+from .. import stopping
+from ..checkpoints import history
 from ..config import Config, ConfigError
 from ..data.datasets import DataError
-from ..engine import (CHECKPOINT, Callback, CheckpointError, CheckpointWriteError, NonFiniteLossError, Trainer,
-                      check_run_dir, newest_checkpoint, write_config)
+from ..engine import (
+    CHECKPOINT,
+    Callback,
+    CheckpointError,
+    CheckpointWriteError,
+    NonFiniteLossError,
+    Trainer,
+    check_run_dir,
+    newest_checkpoint,
+    write_config,
+)
 from ..models.pretrained import InitError
+from ..runlock import RunLock
+from . import ray_private
 
 # Ray Train's own storage (its checkpoint copies and the run's snapshot) inside the run directory,
 # under a fixed run name, so that a second launch of the same run is restored by Ray Train itself.
@@ -106,8 +119,7 @@ class ReportEpochs(Callback):
         self._report(trainer, checkpoint)
 
     def _report(self, trainer: Trainer, checkpoint: Path | None) -> None:
-        metrics = {k: v for k, v in trainer.history[-1].items()
-                   if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        metrics = dict(trainer.history[-1])  # the epoch record: plain numbers (engine.EpochRecord)
         if self.to == "tune":
             from ray import tune
 
@@ -171,12 +183,11 @@ def _worker_loop(config: dict) -> None:
             with restored.as_directory() as folder:
                 trainer.load_checkpoint(newest_checkpoint(Path(folder) / own.name, own))
         elif cfg.train.resume:
-            trainer.load_checkpoint(own)
+            trainer.resume()
         trainer.fit()
     except (DataError, ConfigError, CheckpointError, CheckpointWriteError, NonFiniteLossError, InitError):
         # the driver prints these as one line; Ray Train would log the worker's traceback first
-        logging.getLogger("ray.train.v2._internal.util").addFilter(
-            lambda record: not record.getMessage().startswith("Error in training function"))
+        ray_private.mute_worker_tracebacks()
         raise
 
 
@@ -212,9 +223,7 @@ def use_token_auth() -> None:
         return
     os.environ["RAY_AUTH_MODE"] = "token"
     if "ray" in sys.modules:
-        from ray._raylet import Config as RayConfig
-
-        RayConfig.initialize("")
+        ray_private.refresh_auth_mode()
 
 
 def token_path() -> Path | None:
@@ -286,11 +295,9 @@ def connect(address: str | None, env_vars: list[str] | tuple[str, ...] = ()) -> 
         quiet["runtime_env"] = {"env_vars": env}
     # A new local cluster gets token authentication (Ray >= 2.5x, token in ~/.ray/auth_token,
     # made on first use); Ray then warns on every start that it is on. Keep it on, drop the notice.
-    notice = logging.getLogger("ray._private.authentication.authentication_token_setup")
-    level = notice.level
-    notice.setLevel(logging.ERROR)
     try:
-        ray.init(address=address or "local", **quiet)
+        with ray_private.token_notice_muted():
+            ray.init(address=address or "local", **quiet)
     except (ConnectionError, ray.exceptions.AuthenticationError) as err:
         hint = ""
         if os.environ.get("RAY_AUTH_MODE", "").lower() != "token":
@@ -298,8 +305,6 @@ def connect(address: str | None, env_vars: list[str] | tuple[str, ...] = ()) -> 
                     "give this machine the cluster's token (~/.ray/auth_token, or "
                     "RAY_AUTH_TOKEN_PATH=FILE, or RAY_AUTH_TOKEN)")
         raise RayTrainError(f"cannot reach the Ray cluster at {address}: {err}{hint}") from None
-    finally:
-        notice.setLevel(level)
     return address is None
 
 
@@ -335,7 +340,7 @@ def check_cluster_fits(cfg: Config) -> None:
     """
     import ray
 
-    if _has_autoscaler():
+    if ray_private.has_autoscaler():
         return
     need = _worker_resources(cfg)
     nodes = [n for n in ray.nodes() if n.get("Alive")]
@@ -377,39 +382,12 @@ def check_store_reachable(uri: str, cfg: Config, address: str | None) -> None:
             "`mlflow server --host 0.0.0.0 ...`), or train with train.workers=0")
 
 
-def _has_autoscaler() -> bool:
-    try:  # the same (private) call Ray Train makes before placing workers
-        from ray._private.state import state
-
-        return bool(state.get_max_resources_from_cluster_config())
-    except Exception:  # an older or newer Ray without it: check the nodes that are up
-        return False
-
-
-def _bad_input(err: Exception) -> Exception | None:
-    """A worker's ConfigError / DataError / CheckpointError / InitError inside Ray Train's failure,
-    if that is what it was."""
-    return _worker_error(err, (DataError, ConfigError, CheckpointError, InitError))
-
-
 def _worker_error(err: Exception, kinds) -> Exception | None:
     """The first of the workers' errors in Ray Train's failure ``err`` that is one of ``kinds``."""
     for failure in (getattr(err, "worker_failures", None) or {}).values():
         if isinstance(failure, kinds):
             return failure
     return None
-
-
-def _start_timed_out(err: Exception) -> bool:
-    """Whether Ray Train gave up because its worker group could not be started in time."""
-    from ray.train.v2._internal.exceptions import WorkerGroupStartupTimeoutError
-
-    return isinstance(getattr(err, "controller_failure", None), WorkerGroupStartupTimeoutError)
-
-
-def _remove_if_empty(folder: Path) -> None:
-    if folder.is_dir() and not any(folder.iterdir()):
-        folder.rmdir()
 
 
 def train_with_ray(cfg: Config, address: str | None = None, callbacks: list[Callback] | None = None,
@@ -438,41 +416,65 @@ def train_with_ray(cfg: Config, address: str | None = None, callbacks: list[Call
         The summary written to ``metrics.json`` (as ``engine.train`` returns it).
     """
     if cfg.train.workers < 1:
-        raise ConfigError(f"train.workers={cfg.train.workers}: Ray Train needs at least 1 worker")
-    if cfg.train.sync_bn and cfg.train.workers > 1 and not cfg.train.use_gpu:
-        raise ConfigError("train.sync_bn=True is not allowed without train.use_gpu=true: PyTorch's "
-                          "SyncBatchNorm runs on CUDA only (CPU workers normalise over their shard)")
-    cfg = copy.deepcopy(cfg)  # out_dir is made absolute for the workers
-    cfg.out_dir = str(Path(cfg.out_dir).expanduser().resolve())
-    out = check_run_dir(cfg)
+        raise ValueError(f"train.workers={cfg.train.workers}: Ray Train needs at least 1 worker")
+    cfg = dataclasses.replace(cfg, out_dir=str(Path(cfg.out_dir).expanduser().resolve()))  # for the workers
+    # the driver holds the run directory's lock; the workers, its children, write under it
+    with RunLock(cfg.out_dir):
+        return _train_with_ray(cfg, address, callbacks, quiet, run_callbacks, keep_storage)
 
-    t = cfg.train
+
+def _train_with_ray(cfg: Config, address: str | None, callbacks: list[Callback] | None, quiet: bool,
+                    run_callbacks: list | None, keep_storage: bool) -> dict:
+    out = check_run_dir(cfg)
+    _set_ray_train_env(cfg.train)
+    use_token_auth()
+    import ray.train
+
+    connect(address, cfg.train.env_vars)
+    stopping.reinstall()  # ray.init took SIGTERM over
+    check_cluster_fits(cfg)
+    write_config(cfg)
+    trainer = _torch_trainer(cfg, list(callbacks or []), quiet, list(run_callbacks or []),
+                             launch=_write_launch_marker(out))
+    try:
+        trainer.fit()
+    except SystemExit:
+        # Ctrl-C: Ray Train's SIGINT handler aborts the run (its controller stops the workers)
+        # and exits; the caller says what was kept and how to continue
+        raise KeyboardInterrupt from None
+    except ray.train.TrainingFailedError as err:
+        _raise_failure(err, cfg, address)
+    if not keep_storage:
+        shutil.rmtree(out / RAY_STORAGE, ignore_errors=True)
+    return json.loads((out / "metrics.json").read_text())
+
+
+def _set_ray_train_env(t) -> None:
+    """The variables Ray Train copies from the driver to its controller and workers."""
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")  # the default from Ray 2.5x; older: opt in
-    # Ray Train copies these from the driver to its controller and workers. Print patch off: it
-    # would send each progress line through a logger as well, so the console showed it twice.
-    # The start timeout bounds each attempt to place the worker group (a node lost on a cluster
-    # without an autoscaler never comes back); train.controller_failure_limit bounds the attempts.
+    # Print patch off: it would send each progress line through a logger as well, so the console
+    # showed it twice. The start timeout bounds each attempt to place the worker group (a node
+    # lost on a cluster without an autoscaler never comes back); train.controller_failure_limit
+    # bounds the attempts.
     os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
     os.environ["RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"] = f"{t.worker_start_timeout_s:g}"
-    use_token_auth()
+
+
+def _torch_trainer(cfg: Config, callbacks: list[Callback], quiet: bool, run_callbacks: list, launch: str):
+    """Ray Train's ``TorchTrainer`` of the run: its workers, budgets, storage and environment."""
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    connect(address, t.env_vars)
-    check_cluster_fits(cfg)
-    write_config(cfg)
-    launch = _write_launch_marker(out)
-
-    trainer = TorchTrainer(
+    t = cfg.train
+    return TorchTrainer(
         _worker_loop,
-        train_loop_config={"cfg": cfg, "callbacks": list(callbacks or []), "quiet": quiet,
-                           "launch": launch},
+        train_loop_config={"cfg": cfg, "callbacks": callbacks, "quiet": quiet, "launch": launch},
         torch_config=TorchConfig(backend="nccl" if t.use_gpu else "gloo"),
         scaling_config=ray.train.ScalingConfig(
             num_workers=t.workers, use_gpu=t.use_gpu,
             resources_per_worker=dict(t.resources_per_worker) or None),
         run_config=ray.train.RunConfig(
-            name=RUN_NAME, storage_path=str(out / RAY_STORAGE), callbacks=list(run_callbacks or []),
+            name=RUN_NAME, storage_path=str(Path(cfg.out_dir) / RAY_STORAGE), callbacks=run_callbacks,
             # three budgets: a worker's failure, a node's preemption (Ray's preemption watcher is
             # on), a worker group that cannot be (re)placed within the start timeout
             failure_config=ray.train.FailureConfig(
@@ -483,35 +485,33 @@ def train_with_ray(cfg: Config, address: str | None = None, callbacks: list[Call
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
             logging_config=ray.train.LoggingConfig(log_level="WARNING")),
     )
-    try:
-        trainer.fit()
-    except SystemExit:
-        # Ctrl-C: Ray Train's SIGINT handler aborts the run (its controller stops the workers)
-        # and exits; the caller says what was kept and how to continue
-        raise KeyboardInterrupt from None
-    except ray.train.TrainingFailedError as err:
-        bad = _bad_input(err)
-        if bad is not None:  # e.g. data missing on the workers: undo what this launch wrote
-            if not cfg.train.resume and not (out / "metrics.jsonl").exists():
-                (out / "config.yaml").unlink(missing_ok=True)
-                shutil.rmtree(out / RAY_STORAGE, ignore_errors=True)
-                _remove_if_empty(out)
-            raise bad.with_traceback(None) from None
-        written = _worker_error(err, (CheckpointWriteError, NonFiniteLossError))
-        if written is not None:  # the disk is full, the loss non-finite: the message says it all
-            raise written.with_traceback(None) from None
-        hint = ""
-        if (out / CHECKPOINT).exists():
-            hint = (f"; {out / CHECKPOINT} holds the last checkpoint, continue with: adautomix train "
-                    f"--config {out / 'config.yaml'} --resume" + (f" --address {address}" if address else ""))
-        if _start_timed_out(err):  # one line: the cause and what to do
-            raise RayTrainError(
-                f"the worker group could not be placed: {t.controller_failure_limit + 1} starts "
-                f"waited train.worker_start_timeout_s={t.worker_start_timeout_s:g} s each for "
-                f"{t.workers} worker(s) of {_worker_resources(cfg)} (a node lost, on a cluster "
-                f"without an autoscaler){hint}") from None
-        raise RayTrainError(f"training failed (train.max_failures={t.max_failures} restarts "
-                            f"allowed){hint}.\n{err}") from err
-    if not keep_storage:
-        shutil.rmtree(out / RAY_STORAGE, ignore_errors=True)
-    return json.loads((out / "metrics.json").read_text())
+
+
+def _raise_failure(err: Exception, cfg: Config, address: str | None) -> None:
+    """Raise what Ray Train's failure ``err`` means for the user, as one line where it can: a
+    worker's bad input (undoing what this launch wrote), a full disk, a worker group that could
+    not be placed, or the failure itself with how to continue."""
+    out, t = Path(cfg.out_dir), cfg.train
+    bad = _worker_error(err, (DataError, ConfigError, CheckpointError, InitError))
+    if bad is not None:  # e.g. data missing on the workers: undo what this launch wrote
+        if not t.resume and not (out / "metrics.jsonl").exists():
+            (out / "config.yaml").unlink(missing_ok=True)
+            shutil.rmtree(out / RAY_STORAGE, ignore_errors=True)
+            if out.is_dir() and not any(out.iterdir()):
+                out.rmdir()
+        raise bad.with_traceback(None) from None
+    written = _worker_error(err, (CheckpointWriteError, NonFiniteLossError))
+    if written is not None:  # the disk is full, the loss non-finite: the message says it all
+        raise written.with_traceback(None) from None
+    hint = ""
+    if history(out / CHECKPOINT):
+        hint = (f"; {out / CHECKPOINT} holds the last checkpoint, continue with: adautomix train "
+                f"--config {out / 'config.yaml'} --resume" + (f" --address {address}" if address else ""))
+    if ray_private.is_start_timeout(getattr(err, "controller_failure", None)):  # the cause, what to do
+        raise RayTrainError(
+            f"the worker group could not be placed: {t.controller_failure_limit + 1} starts "
+            f"waited train.worker_start_timeout_s={t.worker_start_timeout_s:g} s each for "
+            f"{t.workers} worker(s) of {_worker_resources(cfg)} (a node lost, on a cluster "
+            f"without an autoscaler){hint}") from None
+    raise RayTrainError(f"training failed (train.max_failures={t.max_failures} restarts "
+                        f"allowed){hint}.\n{err}") from err

@@ -1,5 +1,5 @@
-"""Ablation studies: a declarative YAML file -> a validated ``Study`` -> its trials, each with its
-resolved ``Config``.
+"""Ablation studies: a declarative YAML file -> a validated ``Study`` -> its trials, each with the
+overrides of its ``Config``.
 
 The paper's ablations (Adversarial AutoMixup, Qin et al., ICLR 2024,
 https://arxiv.org/abs/2312.11954, §4 "Ablation": Tables 5, 8, 9, 10, Figures 6 and 10) are each
@@ -19,15 +19,18 @@ one small file in ``ablations/``. A study file holds::
     tpe: {seed: 0, n_startup_trials: 10, multivariate: false, constant_liar: true}  # tpe only
     metric: top1_median_last10     # what the table, the plot and the searcher rank by
     mode: max
+    reference: vanilla             # grid only: the setting the others are compared with (its
+                                   # value, or {swept key: value, ...}); default: the first
     resources: {workers: 1, cpus_per_worker: 1, gpus_per_worker: 0, in_trial: true}
     #   gpus_per_worker: 0.25 lets four one-worker trials share a GPU (Ray's fractional GPUs)
     scheduler: {name: asha, grace_period: 2, reduction_factor: 2}   # optional (early stopping)
     max_concurrent: 2              # trials running at once
     smoke: {train.epochs: 2}       # optional extra overrides for --smoke
 
-A grid study's trials (every point x every seed) are built here, each config validated once;
-a TPE trial's config is built (and validated) when Optuna has picked its setting. Everything that
-can be checked before Ray starts is: a bad file raises ``StudyError`` naming the key.
+A trial carries its overrides (the base's, its setting's, its seed) and resolves its config once,
+where it runs (``Trial.resolve``, in the Tune trial process). Here the base config is built, and a
+grid's points once each (not per seed) to check them, a TPE space's bounds likewise. Everything
+that can be checked before Ray starts is: a bad file raises ``StudyError`` naming the key.
 Nothing in this module imports Ray, Optuna or MLflow.
 """
 from __future__ import annotations
@@ -42,14 +45,14 @@ from typing import Any
 
 import yaml
 
-from ..config import Config, ConfigError, flatten, load_config, preset_items, to_dict
+from ..config import Config, ConfigError, flatten, load_config, parse_overrides, preset_items, to_dict
 from ..evaluation.report import format_value, short_key
 
 SEARCHERS = ("grid", "tpe")
 MODES = ("max", "min")
 SCHEDULERS = ("asha",)
 STUDY_KEYS = ("name", "description", "preset", "base", "space", "searcher", "seeds", "num_samples", "tpe",
-              "metric", "mode", "resources", "scheduler", "max_concurrent", "smoke")
+              "metric", "mode", "reference", "resources", "scheduler", "max_concurrent", "smoke")
 RESOURCES = {"workers": 1, "cpus_per_worker": 1, "gpus_per_worker": 0, "in_trial": True}
 SCHEDULER_KEYS = ("name", "grace_period", "reduction_factor")
 # Optuna's TPESampler settings a study may set; written out so that a search is reproducible
@@ -81,7 +84,8 @@ class StudyError(ValueError):
 
 @dataclass
 class Trial:
-    """One run of the study: a setting of the swept keys, a seed, and its resolved config.
+    """One run of the study: a setting of the swept keys, a seed, and the overrides its config
+    is built from; the config is resolved once, where the trial runs (``resolve``).
 
     ``key`` identifies the trial across invocations (``--resume``): a hash of the setting and the
     seed; it names the trial's run directory (``trials/<key>/``, relative to the study folder,
@@ -90,7 +94,9 @@ class Trial:
 
     setting: dict[str, Any]  # swept dotted key -> value
     seed: int
-    config: Config | None = field(default=None, repr=False)
+    overrides: dict[str, Any] = field(default_factory=dict, repr=False)  # the config's, all of them
+    epochs: int | None = None  # train.epochs of its setting (grid: known from the check at load)
+    _config: Config | None = field(default=None, repr=False, compare=False)
 
     @property
     def key(self) -> str:
@@ -100,6 +106,19 @@ class Trial:
     def name(self) -> str:
         parts = [f"{short_key(k)}={format_value(v)}" for k, v in self.setting.items()]
         return " ".join(parts + [f"seed={self.seed}"])
+
+    def resolve(self, study_dir: str | Path | None = None) -> Config:
+        """The trial's config, built and validated now; ``study_dir``: its run directory is
+        ``study_dir/trials/<key>`` (absolute), else ``trials/<key>``."""
+        out_dir = Path(study_dir or "") / TRIALS / self.key
+        return load_config(overrides={**self.overrides, "out_dir": str(out_dir)})
+
+    @property
+    def config(self) -> Config:
+        """``resolve()``, built on first use and kept."""
+        if self._config is None:
+            self._config = self.resolve()
+        return self._config
 
 
 def trial_key(setting: dict[str, Any], seed: int) -> str:
@@ -131,18 +150,19 @@ class Study:
     overrides: list[str] = field(default_factory=list)  # key=value from the command line
     text: str = ""  # the study file as written
     grid: list[Trial] = field(default_factory=list)  # grid only: every point x every seed
+    reference: dict[str, Any] | None = None  # grid only: the setting the table compares with
 
     @property
     def swept(self) -> list[str]:
         return list(self.space)
 
     def trials(self) -> list[Trial]:
-        """A grid study's trials in the file's order (points, then seeds), configs resolved."""
+        """A grid study's trials in the file's order (points, then seeds)."""
         return self.grid
 
     def trial(self, setting: dict[str, Any], seed: int) -> Trial:
-        """The trial of ``setting`` and ``seed``: a grid's own ``Trial``, or a TPE trial built
-        (and validated) now from the values Optuna picked."""
+        """The trial of ``setting`` and ``seed``: a grid's own ``Trial``, or a TPE trial of the
+        values Optuna picked."""
         key = trial_key(setting, seed)
         for trial in self.grid:
             if trial.key == key:
@@ -157,7 +177,7 @@ class Study:
     def max_epochs(self) -> int:
         """The most epochs any trial trains (what early stopping counts up to)."""
         if self.grid:
-            return max(t.config.train.epochs for t in self.grid)
+            return max(t.epochs for t in self.grid)
         spec = self.space.get("train.epochs")
         return int(max(_candidate_values(spec))) if spec else self.base.train.epochs
 
@@ -189,14 +209,11 @@ def _config(path: Path, where: str, overrides: dict[str, Any]) -> Config:
 
 
 def _make_trial(study: Study, setting: dict[str, Any], seed: int) -> Trial:
-    """A trial with its config: the study's base overrides, then the setting and the seed."""
+    """A trial with its overrides: the study's base overrides, then the setting and the seed."""
     overrides = {k: v for k, v in setting.items() if k != VARIANT}
     if VARIANT in setting:
         overrides.update(study.variants[setting[VARIANT]])
-    trial = Trial(dict(setting), seed)
-    trial.config = _config(study.path, f"trial {trial.name}", {
-        **study.overrides_base, **overrides, "seed": seed, "out_dir": f"{TRIALS}/{trial.key}"})
-    return trial
+    return Trial(dict(setting), seed, {**study.overrides_base, **overrides, "seed": seed})
 
 
 def _space_values(path: Path, searcher: str, key: str, spec: Any) -> Any:
@@ -254,13 +271,63 @@ def _section(path: Path, raw: dict, key: str, allowed: dict | tuple) -> dict:
     return value
 
 
+def _reference(path: Path, value: Any, searcher: str, space: dict[str, Any]) -> dict[str, Any] | None:
+    """The grid point the results table compares every setting with: ``reference:`` as the
+    value of the one swept key or ``{key: value}`` of every swept key; default the first point."""
+    if searcher != "grid":
+        if value is not None:
+            _fail(path, "reference", "only for searcher: grid (a search ranks its settings)")
+        return None
+    if value is None:
+        return {k: values[0] for k, values in space.items()}
+    if not isinstance(value, dict):
+        if len(space) != 1:
+            _fail(path, "reference", f"expected {{key: value}} for each of {', '.join(space)}, got {value!r}")
+        value = {next(iter(space)): value}
+    if set(value) != set(space):
+        _fail(path, "reference", f"expected a value for each swept key ({', '.join(space)}), got {value!r}")
+    for key, v in value.items():
+        if v not in space[key]:
+            _fail(path, f"reference.{key}", f"{v!r} is not one of the swept values {space[key]!r}")
+    return {k: value[k] for k in space}
+
+
 def load_study(path: str | Path, overrides: list[str] | None = None, smoke: bool = False) -> Study:
     """Read and validate a study file; ``overrides`` (``key=value``) reach the base config.
+
+    The driver builds the base config, and each grid point's config once (not per seed) to check
+    it; every trial resolves its own config where it runs (``Trial.resolve``).
 
     Raises:
         StudyError: naming the file and the key, for anything that would fail later.
     """
     path = Path(path)
+    text, raw = _read(path)
+    settings = _settings(path, raw)
+    try:
+        cli = parse_overrides(list(overrides or []))
+    except ConfigError as err:
+        raise StudyError(str(err)) from None
+    resources = _resources(path, raw)
+    base = _base_overrides(path, raw, resources, smoke, cli)
+    base_config = _config(path, "base config with overrides", {**base, "out_dir": TRIALS})
+    space, variants = _space(path, raw, settings["searcher"], cli)
+    num_samples, tpe = _search(path, raw, settings["searcher"], settings["seeds"], space, base)
+    study = Study(**settings, path=path, base=base_config, overrides_base=base, space=space,
+                  num_samples=num_samples, resources=resources, scheduler=_scheduler(path, raw),
+                  reference=_reference(path, raw.get("reference"), settings["searcher"], space), tpe=tpe,
+                  smoke=smoke, variants=variants, overrides=list(overrides or []), text=text)
+    if smoke:
+        study.seeds = study.seeds[:1]
+        if study.searcher == "tpe":
+            study.num_samples = min(study.num_samples, SMOKE_MAX_SAMPLES)
+    if study.searcher == "grid":
+        study.grid = _grid(study)
+    return study
+
+
+def _read(path: Path) -> tuple[str, dict]:
+    """The study file's text and its mapping, every top-level key known."""
     if not path.is_file():
         raise StudyError(f"study {path}: file not found")
     text = path.read_text()
@@ -273,16 +340,36 @@ def load_study(path: str | Path, overrides: list[str] | None = None, smoke: bool
     for key in raw:
         if key not in STUDY_KEYS:
             _fail(path, str(key), f"unknown key (allowed: {', '.join(STUDY_KEYS)})")
+    return text, raw
 
-    name = raw.get("name", path.stem)
+
+def _settings(path: Path, raw: dict) -> dict[str, Any]:
+    """The study's plain settings: ``name``, ``description``, ``searcher``, ``seeds``, what it
+    ranks by (``metric``, ``mode``) and ``max_concurrent``."""
+    name, description = raw.get("name", path.stem), raw.get("description", "")
     _check_type(path, "name", name, str, "a string")
-    description = raw.get("description", "")
     _check_type(path, "description", description, str, "a string")
-
     searcher = raw.get("searcher", "grid")
     if searcher not in SEARCHERS:
         _fail(path, "searcher", f"{searcher!r} is not one of {', '.join(SEARCHERS)}")
+    seeds = _seeds(path, raw)
+    metric = raw.get("metric", "top1_median_last10")
+    _check_type(path, "metric", metric, str, "a metric name")
+    if metric not in METRICS and not metric.startswith("top1_"):
+        _fail(path, "metric", f"{metric!r}: expected one of {', '.join(METRICS)} or top1_<head>")
+    mode = raw.get("mode", "max")
+    if mode not in MODES:
+        _fail(path, "mode", f"{mode!r} is not one of {', '.join(MODES)}")
+    max_concurrent = raw.get("max_concurrent", 2)
+    _check_type(path, "max_concurrent", max_concurrent, int, "an integer >= 1")
+    if max_concurrent < 1:
+        _fail(path, "max_concurrent", f"expected >= 1, got {max_concurrent}")
+    return dict(name=name, description=description, searcher=searcher, seeds=seeds, metric=metric,
+                mode=mode, max_concurrent=max_concurrent)
 
+
+def _seeds(path: Path, raw: dict) -> list[int]:
+    """``seeds``: a count N (seeds 0..N-1) or a list of distinct seeds."""
     seeds = raw.get("seeds", 1)
     if isinstance(seeds, int) and not isinstance(seeds, bool):
         if seeds < 1:
@@ -293,34 +380,11 @@ def load_study(path: str | Path, overrides: list[str] | None = None, smoke: bool
         _fail(path, "seeds", f"expected a count >= 1 or a list of seeds >= 0, got {seeds!r}")
     if len(set(seeds)) != len(seeds):
         _fail(path, "seeds", f"repeated seeds in {seeds!r}")
+    return seeds
 
-    metric = raw.get("metric", "top1_median_last10")
-    _check_type(path, "metric", metric, str, "a metric name")
-    if metric not in METRICS and not metric.startswith("top1_"):
-        _fail(path, "metric", f"{metric!r}: expected one of {', '.join(METRICS)} or top1_<head>")
-    mode = raw.get("mode", "max")
-    if mode not in MODES:
-        _fail(path, "mode", f"{mode!r} is not one of {', '.join(MODES)}")
 
-    max_concurrent = raw.get("max_concurrent", 2)
-    _check_type(path, "max_concurrent", max_concurrent, int, "an integer >= 1")
-    if max_concurrent < 1:
-        _fail(path, "max_concurrent", f"expected >= 1, got {max_concurrent}")
-
-    # --- base config: preset -> study base -> resources -> smoke -> command-line overrides
-    preset = raw.get("preset")
-    base: dict[str, Any] = {}
-    if preset is not None:
-        _check_type(path, "preset", preset, str, "a preset name (adautomix train --list-presets)")
-        try:
-            base = {key: value for key, value, _ in preset_items(preset)}
-        except ConfigError as err:
-            _fail(path, "preset", str(err))
-    base_tree = raw.get("base", {}) or {}
-    if not isinstance(base_tree, dict):
-        _fail(path, "base", f"expected a config tree (mapping), got {base_tree!r}")
-    base.update(flatten(base_tree))
-
+def _resources(path: Path, raw: dict) -> dict[str, Any]:
+    """``resources``: the study file's own keys (the config checks the train.* keys they become)."""
     resources = {**RESOURCES, **_section(path, raw, "resources", tuple(RESOURCES))}
     for key, value in resources.items():
         if key == "in_trial":
@@ -333,11 +397,25 @@ def load_study(path: str | Path, overrides: list[str] | None = None, smoke: bool
         if value > 1 and value != int(value):  # Ray's rule for fractional resources
             _fail(path, f"resources.{key}", f"{value!r} is not allowed: a fraction between 0 and 1 "
                                             "(e.g. 0.25: four trials share one), or a whole number")
+    return resources
+
+
+def _base_overrides(path: Path, raw: dict, resources: dict, smoke: bool, cli: dict) -> dict[str, Any]:
+    """The dotted overrides of the base config: preset -> study base -> resources -> smoke ->
+    command line. Without ``smoke`` the smoke section is checked all the same."""
+    base: dict[str, Any] = {}
+    preset = raw.get("preset")
+    if preset is not None:
+        _check_type(path, "preset", preset, str, "a preset name (adautomix train --list-presets)")
+        try:
+            base = {key: value for key, value, _ in preset_items(preset)}
+        except ConfigError as err:
+            _fail(path, "preset", str(err))
+    base_tree = raw.get("base", {}) or {}
+    if not isinstance(base_tree, dict):
+        _fail(path, "base", f"expected a config tree (mapping), got {base_tree!r}")
+    base.update(flatten(base_tree))
     workers, cpus, gpus = int(resources["workers"]), resources["cpus_per_worker"], resources["gpus_per_worker"]
-    if workers > 1 and 0 < gpus < 1:
-        _fail(path, "resources.gpus_per_worker", f"{gpus!r} is not allowed with workers: {workers}: the "
-                                                 "workers of one run cannot share a GPU (NCCL); a fraction "
-                                                 "is for one-worker trials, which then share GPUs")
     if workers == 1 and resources["in_trial"]:
         # one worker trains inside the Tune trial process (train.workers=0: in-process),
         # with as many torch threads as the trial has CPUs unless train.threads says otherwise
@@ -345,26 +423,18 @@ def load_study(path: str | Path, overrides: list[str] | None = None, smoke: bool
     else:
         base.update({"train.workers": workers, "train.use_gpu": gpus > 0,
                      "train.resources_per_worker": {"CPU": cpus, **({"GPU": gpus} if gpus else {})}})
-
     smoke_raw = raw.get("smoke", {}) or {}
     if not isinstance(smoke_raw, dict):
         _fail(path, "smoke", f"expected a mapping of key: value, got {smoke_raw!r}")
     if smoke:
-        base.update(SMOKE_OVERRIDES)
-        base.update(flatten(smoke_raw))
+        base.update({**SMOKE_OVERRIDES, **flatten(smoke_raw)})
     else:
         _config(path, "smoke", {**base, **SMOKE_OVERRIDES, **flatten(smoke_raw)})
+    return {**base, **cli}
 
-    cli: dict[str, Any] = {}
-    for item in overrides or []:
-        if "=" not in item:
-            raise StudyError(f"override {item!r}: expected key=value, e.g. train.epochs=5")
-        key, value = item.split("=", 1)
-        cli[key.strip()] = value
-    base.update(cli)
-    base_config = _config(path, "base config with overrides", {**base, "out_dir": TRIALS})
 
-    # --- search space
+def _space(path: Path, raw: dict, searcher: str, cli: dict) -> tuple[dict[str, Any], dict[str, dict]]:
+    """``space``: swept key -> its values (grid) or distribution (tpe), and the named variants."""
     space_raw = raw.get("space")
     if not isinstance(space_raw, dict) or not space_raw:
         _fail(path, "space", "empty: a study sweeps at least one config key, e.g. "
@@ -374,20 +444,7 @@ def load_study(path: str | Path, overrides: list[str] | None = None, smoke: bool
     for key, spec in space_raw.items():
         key = str(key)
         if key == VARIANT:
-            if searcher != "grid":
-                _fail(path, "space.variant", "named variants need searcher: grid")
-            if not isinstance(spec, dict) or not spec:
-                _fail(path, "space.variant", "expected {name: {dotted.key: value, ...}, ...} with "
-                                             f"at least one variant, got {spec!r}")
-            for vname, vover in spec.items():
-                if not isinstance(vover, dict):
-                    _fail(path, f"space.variant.{vname}", f"expected a mapping of overrides, got {vover!r}")
-                vover = flatten(vover)
-                for k in vover:
-                    if k in cli:
-                        _fail(path, f"space.variant.{vname}.{k}", f"set by the study; remove the "
-                                                                  f"override {k}=...")
-                variants[str(vname)] = vover
+            variants = _variants(path, searcher, spec, cli)
             space[VARIANT] = list(variants)
             continue
         if key == "seed":
@@ -395,60 +452,86 @@ def load_study(path: str | Path, overrides: list[str] | None = None, smoke: bool
         if key in cli:
             _fail(path, f"space.{key}", f"swept by the study; remove the override {key}=...")
         space[key] = _space_values(path, searcher, key, spec)
+    return space, variants
 
-    tpe: dict[str, Any] = {}
+
+def _variants(path: Path, searcher: str, spec: Any, cli: dict) -> dict[str, dict[str, Any]]:
+    """``space.variant``: name -> its dotted overrides."""
+    if searcher != "grid":
+        _fail(path, "space.variant", "named variants need searcher: grid")
+    if not isinstance(spec, dict) or not spec:
+        _fail(path, "space.variant", "expected {name: {dotted.key: value, ...}, ...} with "
+                                     f"at least one variant, got {spec!r}")
+    variants = {}
+    for vname, vover in spec.items():
+        if not isinstance(vover, dict):
+            _fail(path, f"space.variant.{vname}", f"expected a mapping of overrides, got {vover!r}")
+        vover = flatten(vover)
+        for k in vover:
+            if k in cli:
+                _fail(path, f"space.variant.{vname}.{k}", f"set by the study; remove the override {k}=...")
+        variants[str(vname)] = vover
+    return variants
+
+
+def _search(path: Path, raw: dict, searcher: str, seeds: list[int], space: dict,
+            base: dict) -> tuple[int, dict[str, Any]]:
+    """``num_samples`` and the TPE settings; a tpe space's bounds are checked against the config
+    (a sampled value lies between them)."""
     if searcher == "grid":
         for key in ("num_samples", "tpe"):
             if key in raw:
                 _fail(path, key, "only for searcher: tpe (a grid runs every point once per seed)")
-        num_samples = math.prod(len(v) for v in space.values())
-    else:
-        if len(seeds) != 1:
-            _fail(path, "seeds", "a tpe search runs each setting once: give one seed (e.g. seeds: "
-                                 f"[0]), got {seeds!r}")
-        num_samples = raw.get("num_samples", 10)
-        _check_type(path, "num_samples", num_samples, int, "an integer >= 1")
-        if num_samples < 1:
-            _fail(path, "num_samples", f"expected >= 1, got {num_samples}")
-        tpe = {**TPE_DEFAULTS, **_section(path, raw, "tpe", tuple(TPE_DEFAULTS))}
-        for key, default in TPE_DEFAULTS.items():
-            _check_type(path, f"tpe.{key}", tpe[key], type(default), type(default).__name__)
-        if tpe["seed"] < 0 or tpe["n_startup_trials"] < 0:
-            _fail(path, "tpe", "seed and n_startup_trials must be >= 0")
-        # the bounds of every distribution must make valid configs (a sampled value lies between)
-        for key, spec in space.items():
-            for value in _candidate_values(spec):
-                _config(path, f"space.{key}={value!r}", {**base, key: value, "out_dir": TRIALS})
+        return math.prod(len(v) for v in space.values()), {}
+    if len(seeds) != 1:
+        _fail(path, "seeds", "a tpe search runs each setting once: give one seed (e.g. seeds: "
+                             f"[0]), got {seeds!r}")
+    num_samples = raw.get("num_samples", 10)
+    _check_type(path, "num_samples", num_samples, int, "an integer >= 1")
+    if num_samples < 1:
+        _fail(path, "num_samples", f"expected >= 1, got {num_samples}")
+    tpe = {**TPE_DEFAULTS, **_section(path, raw, "tpe", tuple(TPE_DEFAULTS))}
+    for key, default in TPE_DEFAULTS.items():
+        _check_type(path, f"tpe.{key}", tpe[key], type(default), type(default).__name__)
+    if tpe["seed"] < 0 or tpe["n_startup_trials"] < 0:
+        _fail(path, "tpe", "seed and n_startup_trials must be >= 0")
+    for key, spec in space.items():
+        for value in _candidate_values(spec):
+            _config(path, f"space.{key}={value!r}", {**base, key: value, "out_dir": TRIALS})
+    return num_samples, tpe
 
+
+def _scheduler(path: Path, raw: dict) -> dict[str, Any] | None:
     sched = raw.get("scheduler")
-    if sched is not None:
-        if not isinstance(sched, dict):
-            _fail(path, "scheduler", f"expected a mapping such as {{name: asha}}, got {sched!r}")
-        for key in sched:
-            if key not in SCHEDULER_KEYS:
-                _fail(path, f"scheduler.{key}", f"unknown key (allowed: {', '.join(SCHEDULER_KEYS)})")
-        if sched.get("name") not in SCHEDULERS:
-            _fail(path, "scheduler.name", f"{sched.get('name')!r} is not one of {', '.join(SCHEDULERS)}")
-        sched = {"grace_period": 1, "reduction_factor": 2, **sched}
-        for key in ("grace_period", "reduction_factor"):
-            _check_type(path, f"scheduler.{key}", sched[key], int, "an integer")
-        if sched["grace_period"] < 1 or sched["reduction_factor"] < 2:
-            _fail(path, "scheduler", "grace_period >= 1 and reduction_factor >= 2")
+    if sched is None:
+        return None
+    if not isinstance(sched, dict):
+        _fail(path, "scheduler", f"expected a mapping such as {{name: asha}}, got {sched!r}")
+    for key in sched:
+        if key not in SCHEDULER_KEYS:
+            _fail(path, f"scheduler.{key}", f"unknown key (allowed: {', '.join(SCHEDULER_KEYS)})")
+    if sched.get("name") not in SCHEDULERS:
+        _fail(path, "scheduler.name", f"{sched.get('name')!r} is not one of {', '.join(SCHEDULERS)}")
+    sched = {"grace_period": 1, "reduction_factor": 2, **sched}
+    for key in ("grace_period", "reduction_factor"):
+        _check_type(path, f"scheduler.{key}", sched[key], int, "an integer")
+    if sched["grace_period"] < 1 or sched["reduction_factor"] < 2:
+        _fail(path, "scheduler", "grace_period >= 1 and reduction_factor >= 2")
+    return sched
 
-    study = Study(name=name, path=path, description=description, base=base_config,
-                  overrides_base=base, space=space, searcher=searcher, seeds=seeds,
-                  num_samples=num_samples, metric=metric, mode=mode, resources=resources,
-                  scheduler=sched, max_concurrent=max_concurrent, tpe=tpe, smoke=smoke,
-                  variants=variants, overrides=list(overrides or []), text=text)
-    if smoke:
-        study.seeds = study.seeds[:1]
-        if searcher == "tpe":
-            study.num_samples = min(study.num_samples, SMOKE_MAX_SAMPLES)
-    if searcher == "grid":  # every point x every seed: each trial's config, validated once
-        keys = list(space)
-        study.grid = [_make_trial(study, dict(zip(keys, point)), seed)
-                      for point in itertools.product(*space.values()) for seed in study.seeds]
-    return study
+
+def _grid(study: Study) -> list[Trial]:
+    """Every point x every seed, in the file's order. Each point's config is built once here to
+    check it (everything but the seed and out_dir, which cannot make it invalid)."""
+    trials = []
+    for point in itertools.product(*study.space.values()):
+        setting = dict(zip(study.space, point))
+        first = _make_trial(study, setting, study.seeds[0])
+        epochs = _config(study.path, f"trial {first.name}", {**first.overrides, "out_dir": TRIALS}).train.epochs
+        for seed in study.seeds:
+            trials.append(_make_trial(study, setting, seed))
+            trials[-1].epochs = epochs
+    return trials
 
 
 def describe(study: Study) -> str:

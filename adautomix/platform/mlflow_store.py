@@ -1,0 +1,147 @@
+"""The MLflow tracking store (https://mlflow.org/docs/latest/ml/tracking/): its URI (resolved,
+masked, shown), a client, the one warning a failure prints, an epoch record as MLflow metrics.
+``mlflow`` is imported only when something is logged."""
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"  # a local SQLite store in the working directory
+UI_ADDRESS = "http://127.0.0.1:5000"  # where `mlflow ui` serves by default
+TAG_PREFIX = "adautomix."
+TRIAL_KEY_TAG = "adautomix.trial_key"
+STUDY_TAG = "adautomix.study"
+MODEL_URI_TAG = "adautomix.model_uri"
+# MLflow 3's UI shows an experiment by its kind: GenAI experiments land on traces, model-training
+# ones on their runs (the values of the UI's experiment-type switch)
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING = "custom_model_development"
+# MLflow's own HTTP retry settings, for what the user has not set. MLflow's default (7 retries,
+# backoff factor 2) waits about 4 minutes per call on a dead server; nothing is lost by giving up
+# after seconds: a study's failed call is sent again, and the epochs a run lacks are back-filled.
+_CLIENT_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+                    # MLflow prints each closed run's URL, credentials and all; ours are masked
+                    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
+
+
+def resolve_tracking_uri(uri: str | None) -> str:
+    """``uri`` (or ``$MLFLOW_TRACKING_URI``, else the local SQLite store) with local paths made
+    absolute, so that the URI means the same store from any working directory."""
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        return "sqlite:///" + str(Path(uri[len("sqlite:///"):]).resolve())
+    if "://" not in uri:  # a plain folder (file store)
+        return Path(uri).resolve().as_uri()
+    return uri
+
+
+def is_local_store(uri: str) -> bool:
+    """Whether ``uri`` is a store on this machine's disk (SQLite, a folder): not for a cluster."""
+    return resolve_tracking_uri(uri).split(":", 1)[0] in ("sqlite", "file")
+
+
+def mask(uri: str) -> str:
+    """``uri`` with its password replaced by ``***`` (``http://user:***@host:5000``): the form
+    that is printed and written. Credentials belong in ``MLFLOW_TRACKING_USERNAME`` and
+    ``MLFLOW_TRACKING_PASSWORD``, which never appear in a URI."""
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+
+
+def ui_command(uri: str) -> str:
+    """The command that opens the MLflow UI on ``uri`` (password masked)."""
+    return f"mlflow ui --backend-store-uri {mask(uri)}"
+
+
+def runs_url(uri: str, experiment_id: str) -> str:
+    """The UI page of the experiment's training runs: on the server itself for an HTTP URI,
+    else where ``mlflow ui`` serves. ``workflowType=machine_learning`` switches the UI (which
+    remembers GenAI as its mode otherwise) to its model-training side. No credentials in it."""
+    if uri.startswith(("http://", "https://")):
+        parts = urlsplit(uri)
+        base = urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[-1])).rstrip("/")
+    else:
+        base = UI_ADDRESS
+    return f"{base}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+
+
+def client(uri: str):
+    """An ``MlflowClient`` for ``uri`` with short HTTP retries (see ``_CLIENT_DEFAULTS``)."""
+    for key, value in _CLIENT_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+    # urllib3 logs a line per retry of each call; the one warning (``warn``) says the store is down
+    logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def experiment(c, name: str) -> str:
+    """The id of experiment ``name``, created if need be, tagged as model training."""
+    exp = c.get_experiment_by_name(name)
+    if exp is None:
+        return c.create_experiment(name, tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING})
+    c.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING)
+    return exp.experiment_id
+
+
+def log_params(c, run_id: str, params: dict[str, Any]) -> None:
+    """``params`` on the run (``log_batch`` splits them into calls of MLflow's batch limit)."""
+    from mlflow.entities import Param
+
+    c.log_batch(run_id, params=[Param(k, "None" if v is None else str(v)) for k, v in params.items()])
+
+
+def epoch_metrics(record: dict[str, float]) -> list:
+    """An epoch record (``engine.EpochRecord``) as MLflow metrics, each at step ``epoch``."""
+    from mlflow.entities import Metric
+
+    now, step = int(time.time() * 1000), int(record["epoch"])
+    return [Metric(k, float(v), now, step) for k, v in record.items() if k != "epoch"]
+
+
+def backfill(c, run_id: str, records: Iterable[dict], before: int | None = None) -> None:
+    """The outage path: the epoch records (a checkpoint's history, ``metrics.jsonl``) whose epoch
+    the run lacks (before ``before``, if given), after a store was down or a process killed."""
+    logged = {m.step for m in c.get_metric_history(run_id, "top1")}
+    for record in records:
+        epoch = int(record["epoch"])
+        if epoch not in logged and (before is None or epoch < before):
+            c.log_batch(run_id, metrics=epoch_metrics(record))
+
+
+def warn(uri: str, err: BaseException, what: str, where: str | None = None, retry: bool = False) -> None:
+    """The one clear message a tracking failure gets (training goes on); the URI is masked."""
+    first = first_line(err).replace(uri, mask(uri))
+    lines = [f"WARNING: MLflow tracking failed ({what}) at {mask(uri)}: {type(err).__name__}: {first}",
+             "  training continues; " + ("what is not logged is kept and sent when the store answers again"
+                                         if retry else "MLflow logging is off for this study")]
+    if where:
+        lines.append(f"  the metrics stay in {where} (metrics.jsonl per epoch, metrics.json)")
+    print("\n".join(lines), file=sys.stderr, flush=True)
+
+
+def first_line(err: BaseException) -> str:
+    return str(err).strip().splitlines()[0] if str(err).strip() else ""
+
+
+def git_commit() -> str:
+    """The commit of the code (``-dirty`` when the checkout has changes), or ``unknown``."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        out = subprocess.run(["git", "-C", str(root), "describe", "--always", "--dirty", "--abbrev=40"],
+                             capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "unknown"

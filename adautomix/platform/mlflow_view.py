@@ -1,0 +1,161 @@
+"""The MLflow page a study's URL opens: every trial with its setting and headline metric, and each
+trial's curve of it, with no clicks (https://mlflow.org/docs/latest/ml/tracking/).
+
+MLflow's UI keeps the state of an experiment's runs page (search, order, grouping, columns,
+charts) in the browser; its *Share* button stores that state as an experiment tag
+``mlflow.sharedViewState.<key>`` and links to ``#/experiments/<id>/runs?viewStateShareKey=<key>``,
+which opens the page in that state for anyone. A study writes such a view itself when it ends
+(``publish``), keyed by its parent run's id:
+
+- the runs of this study only (a ``searchFilter`` on the tag ``adautomix.study_run`` that the
+  parent and its trials carry), grouped by the swept values (the group row shows the setting's
+  mean headline metric over seeds), trials ordered by the headline metric;
+- the chart tab, with the headline metric against epoch (one line per trial) and its last value
+  per trial as bars, every trial shown (MLflow shows the first 10 otherwise);
+- columns: the headline metric and the swept values.
+
+Why not the parent-child nesting: the runs table nests a trial under its parent only when sorted
+by start time, and shows it only when the parent row is expanded, which a shared view cannot set
+(MLflow leaves ``runsExpanded`` out of it); the charts follow the rows shown. The trials stay the
+parent's children (``mlflow.parentRunId``): the plain runs page still nests them, a trial's page
+links to its parent, and the parent run, in the view's "additional runs" group, carries the
+study's summary (``log_summary``): per-setting aggregates as metrics, ``results.md``,
+``results.csv`` and the curves ``results.png`` as artifacts.
+
+Nothing here imports Ray; ``c`` is an ``MlflowClient``.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+from pathlib import Path
+from urllib.parse import quote
+
+from ..evaluation.report import short_key
+
+STUDY_RUN_TAG = "adautomix.study_run"  # the parent run id, on the parent and each trial
+SWEPT_TAG_PREFIX = "adautomix.swept."  # a trial's swept values (ablation.py sets them)
+SHARED_VIEW_TAG_PREFIX = "mlflow.sharedViewState."  # MLflow UI: a shared view's experiment tag
+PRIMARY_METRIC_TAG = "mlflow.experiment.primaryMetric.name"  # MLflow UI: the first chart
+SECTION = "adautomix"  # the uuid of the view's chart section
+_NAME_UNSAFE = re.compile(r"[^\w.\- /]")  # metric names: MLflow allows [/\w.\- ] everywhere
+
+
+def view_key(parent_run_id: str) -> str:
+    """The share key of a study's view: its parent run's id."""
+    return parent_run_id
+
+
+def study_url(uri: str, experiment_id: str, parent_run_id: str) -> str:
+    """The URL of the study's view: the experiment's runs page (``mlflow_store.runs_url``) in the
+    state ``publish`` stored, on its chart tab."""
+    from .mlflow_store import runs_url
+
+    return (f"{runs_url(uri, experiment_id)}&viewStateShareKey={quote(view_key(parent_run_id))}"
+            "&compareRunsMode=CHART")
+
+
+def view_state(parent_run_id: str, metric: str, mode: str, swept: list[str], n_trials: int) -> dict:
+    """The runs page's state, as the UI's *Share* button stores it (MLflow UI 3.x: the search
+    facets ``searchFilter``, ``orderByKey``, ``orderByAsc``, and the ``ExperimentPageUIState``
+    keys below; a shared view leaves out which rows are expanded, pinned or hidden).
+
+    Args:
+        parent_run_id: the study's parent run; its runs carry it in ``adautomix.study_run``.
+        metric, mode: the study's headline metric and whether higher is better (``max``).
+        swept: the swept config keys (each trial's tag ``adautomix.swept.<key>``).
+        n_trials: how many trials the charts must show (MLflow draws 10 runs per chart otherwise).
+    """
+    metric_col = f"metrics.`{metric}`"
+    group_keys = [{"mode": "tag", "groupByData": SWEPT_TAG_PREFIX + k} for k in swept]
+    shown = max(n_trials, 10)
+    line = {"uuid": f"{SECTION}-{metric}-curve", "type": "LINE", "metricSectionId": SECTION,
+            "deleted": False, "isGenerated": False,
+            "metricKey": metric, "selectedMetricKeys": [metric], "runsCountToCompare": shown,
+            "lineSmoothness": 0, "xAxisKey": "step", "xAxisScaleType": "linear", "scaleType": "linear",
+            "selectedXAxisMetricKey": "", "yAxisKey": "metric", "yAxisExpressions": [],
+            "range": {}, "ignoreOutliers": False, "useGlobalXaxisKey": False,
+            "useGlobalLineSmoothing": False, "displayPoints": True}
+    bars = {"uuid": f"{SECTION}-{metric}-last", "type": "BAR", "metricSectionId": SECTION,
+            "deleted": False, "isGenerated": False,
+            "metricKey": metric, "runsCountToCompare": shown}
+    return {
+        # search facets: this study's runs, best first
+        "searchFilter": f"tags.`{STUDY_RUN_TAG}` = '{parent_run_id}'",
+        "orderByKey": metric_col, "orderByAsc": mode == "min",
+        # the page: grouped by setting, every trial in the charts, the headline columns
+        "groupBy": {"aggregateFunction": "average", "groupByKeys": group_keys} if swept else None,
+        "groupsExpanded": {",".join(f"tag.{g['groupByData']}" for g in group_keys): True},
+        "useGroupedValuesInCharts": False,
+        "runsHiddenMode": "SHOW_ALL",
+        "selectedColumns": [metric_col, *(f"tags.`{SWEPT_TAG_PREFIX}{k}`" for k in swept)],
+        "compareRunCharts": [line, bars],
+        "compareRunSections": [{"uuid": SECTION, "name": f"{metric} of each trial", "display": True,
+                                "isReordered": False}],
+        "isAccordionReordered": False, "hideEmptyCharts": True, "viewMaximized": False,
+        "runListHidden": False,
+        # the charts of the headline metric only (MLflow adds one for every metric logged, the
+        # parent's summary metrics included); the UI reads it as a case-blind regular expression
+        "chartsSearchFilter": f"^{re.escape(metric)}$",
+        "globalLineChartConfig": {"xAxisKey": "step", "lineSmoothness": 0, "selectedXAxisMetricKey": ""},
+    }
+
+
+def publish(c, experiment_id: str, parent_run_id: str, metric: str, mode: str, swept: list[str]) -> None:
+    """Tag the study's runs (``adautomix.study_run``) and store its view on the experiment."""
+    children = c.search_runs([experiment_id], max_results=5000,
+                             filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'")
+    for run_id in [parent_run_id, *(r.info.run_id for r in children)]:
+        c.set_tag(run_id, STUDY_RUN_TAG, parent_run_id)
+    c.set_experiment_tag(experiment_id, PRIMARY_METRIC_TAG, metric)
+    state = view_state(parent_run_id, metric, mode, swept, len(children))
+    c.set_experiment_tag(experiment_id, SHARED_VIEW_TAG_PREFIX + view_key(parent_run_id),
+                         json.dumps(state, separators=(",", ":")))
+
+
+def summary_metrics(results_csv: Path, swept: list[str], metric: str) -> dict[str, float]:
+    """The per-setting aggregates of ``results.csv`` as metrics: ``<setting>/<column>`` for the
+    number of seeds and every numeric column about ``metric`` (mean, std, CI, Δ, p), e.g.
+    ``method mixup/top1_mean``."""
+    out = {}
+    with Path(results_csv).open(newline="") as fh:
+        for row in csv.DictReader(fh):
+            label = " ".join(f"{short_key(k)} {row[k]}" for k in swept) or "all"
+            for col, text in row.items():
+                if col in swept or not _about(col, metric):
+                    continue
+                try:
+                    value = float(text)
+                except (TypeError, ValueError):
+                    continue  # a verdict, a test's name, an empty cell
+                if math.isfinite(value):
+                    out[_NAME_UNSAFE.sub("_", f"{label}/{col}")] = value
+    return out
+
+
+def _about(column: str, metric: str) -> bool:
+    return (column.startswith(metric + "_") or column in ("n", "n_seeds")
+            or column.split("_")[0] in ("delta", "p"))
+
+
+def finish(c, experiment_id: str, parent_run_id: str, *, results_csv: Path | None, metric: str,
+           mode: str, swept: list[str]) -> None:
+    """At the end of a study: its summary on the parent run, then its view (``study_url``)."""
+    log_summary(c, parent_run_id, results_csv, swept, metric)
+    publish(c, experiment_id, parent_run_id, metric, mode, swept)
+
+
+def log_summary(c, parent_run_id: str, results_csv: Path | None, swept: list[str], metric: str) -> None:
+    """The per-setting aggregates of ``results_csv`` as metrics of the parent run."""
+    from mlflow.entities import Metric
+
+    if results_csv is None or not Path(results_csv).exists():
+        return
+    import time
+
+    now = int(time.time() * 1000)
+    items = [Metric(k, v, now, 0) for k, v in summary_metrics(results_csv, swept, metric).items()]
+    for i in range(0, len(items), 1000):  # MLflow's log_batch limit
+        c.log_batch(parent_run_id, metrics=items[i:i + 1000])
