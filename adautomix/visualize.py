@@ -59,9 +59,9 @@ def save_mixed_samples(step, x: torch.Tensor, y: torch.Tensor, spec, path: Path,
             means, how far the masks are from plain mixup), shown under the title; None: the
             measures of the masks drawn here.
     """
-    from .methods.learned_mix import mask_stats
-
     import matplotlib
+
+    from .methods.learned_mix import mask_stats
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
