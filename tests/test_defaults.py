@@ -1,8 +1,8 @@
-"""Every default the README or SPEC.md states, one row each with its source, so that a changed
+"""Every default the docs or SPEC.md state, one row each with its source, so that a changed
 default fails a test named after it.
 
 A row is ``(key, value, source)``; the source is a line of SPEC.md (/work/shared/SPEC.md at the
-time of writing), a README section, a paper or the published config the value comes from. The
+time of writing), a docs section, a paper or the published config the value comes from. The
 config rows are checked on the resolved config of a bare ``adautomix train`` (``load_config``),
 the method rows on the config resolved for that method (the registry fills them), the EMA rows
 on ``teacher.scaled_schedule`` / ``ema_momentum`` / ``engine.resolve_schedules``, the preset
@@ -23,89 +23,89 @@ from adautomix.methods.registry import METHODS
 from adautomix.methods.teacher import ema_momentum, scaled_schedule
 from adautomix.models.cifar_resnet import build_classifier
 
-README_KEYS = "README, `adautomix train` main keys"
-README_ADA = "README, AdAutoMix key table"
-README_AUTO = "README, AutoMix key table"
-README_PUZZLE = "README, PuzzleMix key table"
-README_METHODS = "README, Methods table"
-README_EVAL = "README, Evaluation key table"
-README_GPU = "README, The GPU path"
-README_RAY = "README, Distributed training with Ray Train"
-OPENMIXUP_BETA = "OpenMixup CIFAR-100 ResNet-18 benchmark (docs/en/mixup_benchmarks/Mixup_cifar.md); README Methods"
+DOCS_KEYS = "docs/training.md, the main keys of `adautomix train`"
+DOCS_ADA = "docs/adautomix.md, key table"
+DOCS_AUTO = "docs/automix.md, key table"
+DOCS_PUZZLE = "docs/methods.md, PuzzleMix key table"
+DOCS_METHODS = "docs/methods.md, the methods table"
+DOCS_EVAL = "docs/evaluation.md, key table"
+DOCS_GPU = "docs/gpu.md"
+DOCS_RAY = "docs/ray-train.md"
+OPENMIXUP_BETA = "OpenMixup CIFAR-100 ResNet-18 benchmark (docs/en/mixup_benchmarks/Mixup_cifar.md); docs/methods.md"
 
 CONFIG_DEFAULTS = [
-    ("data.name", "digits", README_KEYS),
-    ("data.image_size", None, README_KEYS + " (the data set's)"),
-    ("model.arch", "resnet18", README_KEYS),
-    ("model.stem", "auto", README_KEYS),
-    ("model.width", 1.0, README_KEYS),
-    ("model.init", None, README_KEYS),
+    ("data.name", "digits", DOCS_KEYS),
+    ("data.image_size", None, DOCS_KEYS + " (the data set's)"),
+    ("model.arch", "resnet18", DOCS_KEYS),
+    ("model.stem", "auto", DOCS_KEYS),
+    ("model.width", 1.0, DOCS_KEYS),
+    ("model.init", None, DOCS_KEYS),
     # SPEC.md:16-21: OpenMixup's value for published-length runs; off for short ones (issue 17 §1)
-    ("model.zero_init_residual", "auto", README_ADA + ", Zero-initialised residual branches; SPEC.md:16-21"),
-    ("method.name", "vanilla", README_KEYS),
+    ("model.zero_init_residual", "auto", DOCS_ADA + ", Zero-initialised residual branches; SPEC.md:16-21"),
+    ("method.name", "vanilla", DOCS_KEYS),
     ("method.n_mix", 3, "SPEC.md:33 (default N=3)"),
-    ("method.random_n", False, "SPEC.md:33; " + README_ADA),
+    ("method.random_n", False, "SPEC.md:33; " + DOCS_ADA),
     ("method.alpha", 0.5, "SPEC.md:64 (α default 0.5)"),
     ("method.beta", 0.3, "SPEC.md:82 (β default 0.3)"),
-    ("method.use_ce", True, "SPEC.md:61-64 (the full L_cls); " + README_ADA),
-    ("method.use_mce", True, "SPEC.md:61-64; " + README_ADA),
-    ("method.use_cos", True, "SPEC.md:71-73; " + README_ADA),
-    ("method.use_ema", True, "SPEC.md:22-23; " + README_ADA),
-    ("method.adversarial", True, "SPEC.md:80-82; " + README_ADA),
+    ("method.use_ce", True, "SPEC.md:61-64 (the full L_cls); " + DOCS_ADA),
+    ("method.use_mce", True, "SPEC.md:61-64; " + DOCS_ADA),
+    ("method.use_cos", True, "SPEC.md:71-73; " + DOCS_ADA),
+    ("method.use_ema", True, "SPEC.md:22-23; " + DOCS_ADA),
+    ("method.adversarial", True, "SPEC.md:80-82; " + DOCS_ADA),
     ("method.lam_concat", False, "SPEC.md:43 (published CIFAR configs switch it off)"),
     ("method.lam_margin_rule", "authors", "SPEC.md:54-58 (the authors' repository's rule)"),
-    ("method.ema_schedule", "scaled", README_ADA + ", EMA schedule"),
-    ("method.momentum", None, README_ADA + " (from ema_schedule)"),
-    ("method.momentum_end", None, README_ADA + " (from ema_schedule)"),
+    ("method.ema_schedule", "scaled", DOCS_ADA + ", EMA schedule"),
+    ("method.momentum", None, DOCS_ADA + " (from ema_schedule)"),
+    ("method.momentum_end", None, DOCS_ADA + " (from ema_schedule)"),
     ("method.momentum_warmup", 0.1, "SPEC.md:87 (the first 10% of iterations)"),
-    ("method.vis_every", 0, README_ADA),
-    ("method.block_num_min", 2, README_PUZZLE),
-    ("method.block_num_max", 16, README_PUZZLE),
-    ("method.mix_levels", 3, README_PUZZLE),
-    ("method.label_smoothness", 1.2, README_PUZZLE),
-    ("method.data_smoothness", 0.5, README_PUZZLE),
-    ("method.prior_weight", 0.2, README_PUZZLE),
-    ("method.neigh_size", 4, README_PUZZLE),
-    ("method.transport", True, README_PUZZLE),
-    ("method.transport_weight", 0.8, README_PUZZLE),
-    ("method.transport_size", 4, README_PUZZLE),
-    ("method.transport_solver", "paper", README_PUZZLE),
-    ("method.manifold_layers", [0, 1, 2], README_METHODS + " (Verma et al.'s CIFAR setting)"),
-    ("method.fmix_decay_power", 3.0, README_METHODS),
-    ("method.resizemix_scale_min", 0.1, README_METHODS),
-    ("method.resizemix_scale_max", 0.8, README_METHODS),
-    ("method.resizemix_interpolation", "nearest", README_METHODS),
-    ("method.saliencymix_box", "batch", README_METHODS),
-    ("method.gridmix_holes_min", 2, README_METHODS),
-    ("method.gridmix_holes_max", 6, README_METHODS),
-    ("method.gridmix_area_min", 0.5, README_METHODS),
-    ("method.gridmix_area_max", 1.0, README_METHODS),
-    ("method.smoothmix_sigma_min", 0.25, README_METHODS),
-    ("method.smoothmix_sigma_max", 0.5, README_METHODS),
-    ("method.mask_loss_weight", 0.1, README_AUTO + " (config mask_loss=0.1)"),
-    ("method.mask_loss_margin", 0.1, README_AUTO + " (config mask_loss_margin=0.1)"),
-    ("train.epochs", 10, README_KEYS),
-    ("train.batch_size", 100, README_KEYS + "; SPEC.md:115 (batch 100)"),
+    ("method.vis_every", 0, DOCS_ADA),
+    ("method.block_num_min", 2, DOCS_PUZZLE),
+    ("method.block_num_max", 16, DOCS_PUZZLE),
+    ("method.mix_levels", 3, DOCS_PUZZLE),
+    ("method.label_smoothness", 1.2, DOCS_PUZZLE),
+    ("method.data_smoothness", 0.5, DOCS_PUZZLE),
+    ("method.prior_weight", 0.2, DOCS_PUZZLE),
+    ("method.neigh_size", 4, DOCS_PUZZLE),
+    ("method.transport", True, DOCS_PUZZLE),
+    ("method.transport_weight", 0.8, DOCS_PUZZLE),
+    ("method.transport_size", 4, DOCS_PUZZLE),
+    ("method.transport_solver", "paper", DOCS_PUZZLE),
+    ("method.manifold_layers", [0, 1, 2], DOCS_METHODS + " (Verma et al.'s CIFAR setting)"),
+    ("method.fmix_decay_power", 3.0, DOCS_METHODS),
+    ("method.resizemix_scale_min", 0.1, DOCS_METHODS),
+    ("method.resizemix_scale_max", 0.8, DOCS_METHODS),
+    ("method.resizemix_interpolation", "nearest", DOCS_METHODS),
+    ("method.saliencymix_box", "batch", DOCS_METHODS),
+    ("method.gridmix_holes_min", 2, DOCS_METHODS),
+    ("method.gridmix_holes_max", 6, DOCS_METHODS),
+    ("method.gridmix_area_min", 0.5, DOCS_METHODS),
+    ("method.gridmix_area_max", 1.0, DOCS_METHODS),
+    ("method.smoothmix_sigma_min", 0.25, DOCS_METHODS),
+    ("method.smoothmix_sigma_max", 0.5, DOCS_METHODS),
+    ("method.mask_loss_weight", 0.1, DOCS_AUTO + " (config mask_loss=0.1)"),
+    ("method.mask_loss_margin", 0.1, DOCS_AUTO + " (config mask_loss_margin=0.1)"),
+    ("train.epochs", 10, DOCS_KEYS),
+    ("train.batch_size", 100, DOCS_KEYS + "; SPEC.md:115 (batch 100)"),
     ("train.optimizer", "sgd", "SPEC.md:114-115 (SGD)"),
     ("train.lr", 0.1, "SPEC.md:115 (lr 0.1)"),
     ("train.momentum", 0.9, "SPEC.md:115-116 (momentum 0.9)"),
     ("train.weight_decay", 1e-4, "SPEC.md:116 (wd 1e-4)"),
     ("train.nesterov", False, "SPEC.md:115 (plain SGD momentum)"),
     ("train.warmup_epochs", 0, "SPEC.md:114-117 (no warm-up in the CIFAR configs)"),
-    ("train.grad_clip", 0.0, "README, Presets (clipping only in the Swin-T preset)"),
+    ("train.grad_clip", 0.0, "docs/presets.md (clipping only in the Swin-T preset)"),
     ("train.generator_lr", None, "SPEC.md:92-93 (same learning rate in the published CIFAR configs)"),
-    ("train.bf16", "auto", README_GPU),
-    ("train.channels_last", "auto", README_GPU),
-    ("train.compile", "auto", README_GPU),
-    ("data.gpu_loader", "auto", README_GPU),
-    ("train.workers", 0, README_RAY),
-    ("train.sync_bn", False, README_RAY),
-    ("train.final_eval", [], README_EVAL),
-    ("eval.seed", 0, README_EVAL),
-    ("eval.fgsm_epsilon", 8 / 255, "SPEC.md:130 (FGSM ε = 8/255); " + README_EVAL),
-    ("eval.occlusion_patch", 16, "SPEC.md:130 (random 16×16 patches); " + README_EVAL),
-    ("eval.calibration_bins", 15, README_EVAL),
-    ("seed", 0, README_KEYS),
+    ("train.bf16", "auto", DOCS_GPU),
+    ("train.channels_last", "auto", DOCS_GPU),
+    ("train.compile", "auto", DOCS_GPU),
+    ("data.gpu_loader", "auto", DOCS_GPU),
+    ("train.workers", 0, DOCS_RAY),
+    ("train.sync_bn", False, DOCS_RAY),
+    ("train.final_eval", [], DOCS_EVAL),
+    ("eval.seed", 0, DOCS_EVAL),
+    ("eval.fgsm_epsilon", 8 / 255, "SPEC.md:130 (FGSM ε = 8/255); " + DOCS_EVAL),
+    ("eval.occlusion_patch", 16, "SPEC.md:130 (random 16×16 patches); " + DOCS_EVAL),
+    ("eval.calibration_bins", 15, DOCS_EVAL),
+    ("seed", 0, DOCS_KEYS),
 ]
 
 # (method, key, value, source): what the registry fills into a config of that method
@@ -117,30 +117,30 @@ METHOD_DEFAULTS = [
     ("resizemix", "mix_lambda", 1.0, OPENMIXUP_BETA),
     ("saliencymix", "mix_lambda", 0.2, OPENMIXUP_BETA),
     ("gridmix", "mix_lambda", 0.2, OPENMIXUP_BETA),
-    ("puzzlemix", "mix_lambda", 1.0, README_PUZZLE + " (the authors' CIFAR-100 command)"),
-    ("automix", "mix_lambda", 2.0, README_AUTO + " (OpenMixup CIFAR config alpha=2.0)"),
+    ("puzzlemix", "mix_lambda", 1.0, DOCS_PUZZLE + " (the authors' CIFAR-100 command)"),
+    ("automix", "mix_lambda", 2.0, DOCS_AUTO + " (OpenMixup CIFAR config alpha=2.0)"),
     ("adautomix", "mix_lambda", 1.0, "SPEC.md:34 (l default 1.0)"),
-    ("vanilla", "mix_lambda", 0.0, README_METHODS + " (draws no λ)"),
-    ("smoothmix", "mix_lambda", 0.0, README_METHODS + " (draws no λ)"),
+    ("vanilla", "mix_lambda", 0.0, DOCS_METHODS + " (draws no λ)"),
+    ("smoothmix", "mix_lambda", 0.0, DOCS_METHODS + " (draws no λ)"),
     ("adautomix", "lam_margin", 0.03, "SPEC.md:54 (0.03 in the published configs)"),
-    ("automix", "lam_margin", 0.08, README_AUTO + " (config lam_margin=0.08)"),
+    ("automix", "lam_margin", 0.08, DOCS_AUTO + " (config lam_margin=0.08)"),
     ("adautomix", "upsample", "bilinear", "SPEC.md:48 (bilinear for ResNets in the published configs)"),
-    ("automix", "upsample", "nearest", README_AUTO + " (config unsampling_mode=['nearest'])"),
+    ("automix", "upsample", "nearest", DOCS_AUTO + " (config unsampling_mode=['nearest'])"),
     ("adautomix", "momentum_warmup", 0.1, "SPEC.md:87"),
-    ("automix", "momentum_warmup", 0.1, README_AUTO + " (CosineScheduleHook, flat for the first 10 %)"),
+    ("automix", "momentum_warmup", 0.1, DOCS_AUTO + " (CosineScheduleHook, flat for the first 10 %)"),
     ("adautomix", "n_mix", 3, "SPEC.md:33"),
 ]
 
-# (total iterations T, expected (start, end)): the scaled EMA rule of README "EMA schedule"
+# (total iterations T, expected (start, end)): the scaled EMA rule of docs/adautomix.md "EMA schedule"
 # (1−m multiplied by 75,000 / T below 75,000 iterations, floored at 0; published 0.999 -> 0.999999)
 EMA_SCHEDULES = [
-    (75_000, (0.999, 0.999999), "README EMA schedule: T >= 75,000 keeps the published values (SPEC.md:87-89)"),
+    (75_000, (0.999, 0.999999), "docs/adautomix.md, EMA schedule: T >= 75,000 keeps the published values (SPEC.md:87-89)"),
     (400_000, (0.999, 0.999999), "SPEC.md:87-89 (the 800-epoch CIFAR-100 run)"),
-    (7_500, (1 - 0.001 * 10, 1 - 0.000001 * 10), "README EMA schedule: 1−m times 75,000 / T"),
-    (88, (1 - 0.001 * 75_000 / 88, 1 - 1e-6 * 75_000 / 88), "README EMA schedule: digits, 4 epochs: 0.148 -> 0.99915"),
-    (440, (1 - 0.001 * 75_000 / 440, 1 - 1e-6 * 75_000 / 440), "README EMA schedule: 20 epochs: 0.830 -> 0.99983"),
-    (50_000, (0.9985, 0.9999985), "README EMA schedule: CIFAR-100, 100 epochs"),
-    (50, (0.0, 1 - 0.000001 * 1500), "README EMA schedule: m is floored at 0"),
+    (7_500, (1 - 0.001 * 10, 1 - 0.000001 * 10), "docs/adautomix.md, EMA schedule: 1−m times 75,000 / T"),
+    (88, (1 - 0.001 * 75_000 / 88, 1 - 1e-6 * 75_000 / 88), "docs/adautomix.md, EMA schedule: digits, 4 epochs: 0.148 -> 0.99915"),
+    (440, (1 - 0.001 * 75_000 / 440, 1 - 1e-6 * 75_000 / 440), "docs/adautomix.md, EMA schedule: 20 epochs: 0.830 -> 0.99983"),
+    (50_000, (0.9985, 0.9999985), "docs/adautomix.md, EMA schedule: CIFAR-100, 100 epochs"),
+    (50, (0.0, 1 - 0.000001 * 1500), "docs/adautomix.md, EMA schedule: m is floored at 0"),
 ]
 
 # (preset, key, value, source): the AdAutoMix settings of each published config (test_presets.py
@@ -176,7 +176,7 @@ PRESET_DEFAULTS = [
 
 # keys whose default is resolved by ``load_config`` (to the data set's or the image size's)
 RESOLVED = {"data.image_size": (32, "README, Data sets (digits: 32)"),
-            "model.stem": ("cifar", README_KEYS + " (auto: cifar for images of at most 64 pixels)")}
+            "model.stem": ("cifar", DOCS_KEYS + " (auto: cifar for images of at most 64 pixels)")}
 
 
 def value(cfg, dotted: str):
@@ -236,21 +236,18 @@ def test_the_scaled_rule_starts_below_75000_iterations():
 
 @pytest.mark.parametrize("method", ["adautomix", "automix"])
 def test_resolve_schedules_fills_the_scaled_momentum_into_the_config(method):
-    cfg = load_config(overrides=[f"method.name={method}"])
-    resolve_schedules(cfg, 88)
+    cfg, _ = resolve_schedules(load_config(overrides=[f"method.name={method}"]), 88)
     expected = (1 - 0.001 * 75_000 / 88, 1 - 1e-6 * 75_000 / 88)  # README: 0.148 -> 0.99915
     assert (cfg.method.momentum, cfg.method.momentum_end) == pytest.approx(expected, abs=1e-12)
 
 
 @pytest.mark.parametrize("iterations,on", [(1_999, False), (2_000, True), (37_500, True)])
 def test_zero_init_residual_auto_is_on_from_2000_iterations(iterations, on):
-    """README, Zero-initialised residual branches: ``auto`` is on for T >= 2,000 iterations, off
+    """docs/adautomix.md, Zero-initialised residual branches: ``auto`` is on for T >= 2,000 iterations, off
     below (SPEC.md:16-21: the published value is for published-length runs, >= 37,500)."""
-    cfg = load_config(overrides=["method.name=vanilla"])
-    resolve_schedules(cfg, iterations)
+    cfg, _ = resolve_schedules(load_config(overrides=["method.name=vanilla"]), iterations)
     assert cfg.model.zero_init_residual is on
-    explicit = load_config(overrides=["model.zero_init_residual=true"])
-    resolve_schedules(explicit, 10)
+    explicit, _ = resolve_schedules(load_config(overrides=["model.zero_init_residual=true"]), 10)
     assert explicit.model.zero_init_residual is True  # an explicit value is kept at any length
 
 
