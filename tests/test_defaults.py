@@ -133,14 +133,15 @@ METHOD_DEFAULTS = [
 
 # (total iterations T, expected (start, end)): the scaled EMA rule of docs/adautomix.md "EMA schedule"
 # (1−m multiplied by 75,000 / T below 75,000 iterations, floored at 0; published 0.999 -> 0.999999)
+EMA = "docs/adautomix.md, EMA schedule: "
 EMA_SCHEDULES = [
-    (75_000, (0.999, 0.999999), "docs/adautomix.md, EMA schedule: T >= 75,000 keeps the published values (SPEC.md:87-89)"),
+    (75_000, (0.999, 0.999999), EMA + "T >= 75,000 keeps the published values (SPEC.md:87-89)"),
     (400_000, (0.999, 0.999999), "SPEC.md:87-89 (the 800-epoch CIFAR-100 run)"),
-    (7_500, (1 - 0.001 * 10, 1 - 0.000001 * 10), "docs/adautomix.md, EMA schedule: 1−m times 75,000 / T"),
-    (88, (1 - 0.001 * 75_000 / 88, 1 - 1e-6 * 75_000 / 88), "docs/adautomix.md, EMA schedule: digits, 4 epochs: 0.148 -> 0.99915"),
-    (440, (1 - 0.001 * 75_000 / 440, 1 - 1e-6 * 75_000 / 440), "docs/adautomix.md, EMA schedule: 20 epochs: 0.830 -> 0.99983"),
-    (50_000, (0.9985, 0.9999985), "docs/adautomix.md, EMA schedule: CIFAR-100, 100 epochs"),
-    (50, (0.0, 1 - 0.000001 * 1500), "docs/adautomix.md, EMA schedule: m is floored at 0"),
+    (7_500, (1 - 0.001 * 10, 1 - 0.000001 * 10), EMA + "1−m times 75,000 / T"),
+    (88, (1 - 0.001 * 75_000 / 88, 1 - 1e-6 * 75_000 / 88), EMA + "digits, 4 epochs: 0.148 -> 0.99915"),
+    (440, (1 - 0.001 * 75_000 / 440, 1 - 1e-6 * 75_000 / 440), EMA + "20 epochs: 0.830 -> 0.99983"),
+    (50_000, (0.9985, 0.9999985), EMA + "CIFAR-100, 100 epochs"),
+    (50, (0.0, 1 - 0.000001 * 1500), EMA + "m is floored at 0"),
 ]
 
 # (preset, key, value, source): the AdAutoMix settings of each published config (test_presets.py
