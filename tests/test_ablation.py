@@ -315,10 +315,10 @@ def test_a_grid_trial_carries_its_overrides_and_resolves_its_config_where_it_run
     describe(study), study.max_epochs(), study.fingerprint()
     assert all(t._config is None for t in study.trials()), "the driver builds no trial's config"
     trial = study.trial({"method.name": "adautomix"}, 2)
-    assert (trial.overrides["method.name"], trial.overrides["seed"], trial.epochs) == ("adautomix", 2, 6)
+    assert (trial.overrides["method.name"], trial.overrides["seed"], trial.epochs) == ("adautomix", 2, 10)
     cfg = trial.resolve(tmp_path / "study")  # what the trial process does, once
     assert cfg.out_dir == str(tmp_path / "study" / "trials" / trial.key)
-    assert (cfg.method.name, cfg.seed, cfg.train.epochs, cfg.model.width) == ("adautomix", 2, 6, 0.125)
+    assert (cfg.method.name, cfg.seed, cfg.train.epochs, cfg.model.width) == ("adautomix", 2, 10, 0.125)
     assert trial._config is None  # resolving hands the config to the caller, it is not kept
 
 
