@@ -1,25 +1,7 @@
-"""Run an ablation study on Ray Tune: the wiring between a ``Study`` and Ray's own machinery.
-
-- Grids are Ray Tune's grid search (the seed is one more grid axis); searches are Optuna's TPE
-  sampler in Ray Tune's ``OptunaSearch``, its study kept in an Optuna journal file in the study
-  folder (https://docs.ray.io/en/latest/tune/api/suggestion.html).
-- A trial trains its resolved ``Config``: inside the trial process when it has one worker
-  (``resources.in_trial``, the default), else as a Ray Train V2 run launched from the trial, as
-  Ray's Train-in-Tune guide shows (https://docs.ray.io/en/latest/train/user-guides/hyperparameter-optimization.html).
-- One route for metrics: the engine reports each epoch's record, with the checkpoint every
-  ``train.ckpt_every`` epochs (``ray_train.ReportEpochs``: ``ray.tune.report`` in the trial,
-  or ``ray.train.report`` on the workers, passed on to Tune by Ray's ``TuneReportCallback``).
-  Tune's table, ASHA (https://arxiv.org/abs/1810.05934; counted in epochs) and the MLflow
-  logger (``tracking.StudyTracker``, in this process) all read what Tune receives.
-- Resume is Tune's own: ``Tuner.restore`` continues unfinished and errored trials; a trial starts
-  again from its last checkpoint (Tune's checkpoint, or Ray Train's run snapshot: the Train run
-  has a fixed name in the trial's folder), and finds its MLflow run again by its trial-key tag.
-- Results come from Tune's ``ResultGrid`` (last and per-epoch results); the table from
-  ``evaluation.report``, ``results.png`` from ``evaluation.figures``.
-
-The study folder ``runs/studies/<name>-<time>/`` holds ``state.json`` (the study's fingerprint
-and its MLflow ids), ``study.yaml``, ``trials/`` (Tune's experiment; ``trials/<key>/`` is each
-trial's run directory), ``optuna.log`` (a TPE search) and the results.
+"""Run an ablation study on Ray Tune: the wiring between a ``Study`` and Ray's own machinery
+(grid search or Optuna's TPE in ``OptunaSearch``, ASHA, ``Tuner.restore`` for ``--resume``, the
+MLflow logger as a Tune callback, results from Tune's ``ResultGrid``). How a study runs and what
+its folder holds: docs/studies.md ("How it runs").
 """
 from __future__ import annotations
 

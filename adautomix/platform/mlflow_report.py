@@ -1,13 +1,6 @@
-"""``adautomix report STUDY_OR_EXPERIMENT``: paper-style tables and plots from the runs in MLflow.
-
-The runs are read with MLflow's client API (``MlflowClient.search_runs``, ``download_artifacts``):
-a study's experiment is ``ablation-<study>`` and its trials are the children of its latest parent
-run; any other experiment (e.g. ``train-digits`` of ``adautomix train --tracking-uri``) gives
-all its finished runs. Each run becomes a plain record (its resolved config from its params, its
-last metrics, its headline metric's history, its ``eval.json`` artifact) and
-``evaluation/report.py`` builds the table (with the study's metric, mode and reference when the
-runs are a study's; else top1, higher is better, the first setting), ``evaluation/figures.py``
-the curves and ``evaluation/comparison.py`` the paper-style extras. Only finished runs count.
+"""``adautomix report STUDY_OR_EXPERIMENT``: a study's (or any experiment's) finished runs, read
+from MLflow with its client API, as plain records for ``evaluation/report.py``'s table and the
+plots of ``evaluation/figures.py`` and ``comparison.py``; what it writes: docs/evaluation.md.
 """
 from __future__ import annotations
 

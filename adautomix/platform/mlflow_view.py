@@ -1,28 +1,7 @@
-"""The MLflow page a study's URL opens: every trial with its setting and headline metric, and each
-trial's curve of it, with no clicks (https://mlflow.org/docs/latest/ml/tracking/).
-
-MLflow's UI keeps the state of an experiment's runs page (search, order, grouping, columns,
-charts) in the browser; its *Share* button stores that state as an experiment tag
-``mlflow.sharedViewState.<key>`` and links to ``#/experiments/<id>/runs?viewStateShareKey=<key>``,
-which opens the page in that state for anyone. A study writes such a view itself when it ends
-(``publish``), keyed by its parent run's id:
-
-- the runs of this study only (a ``searchFilter`` on the tag ``adautomix.study_run`` that the
-  parent and its trials carry), grouped by the swept values (the group row shows the setting's
-  mean headline metric over seeds), trials ordered by the headline metric;
-- the chart tab, with the headline metric against epoch (one line per trial) and its last value
-  per trial as bars, every trial shown (MLflow shows the first 10 otherwise);
-- columns: the headline metric and the swept values.
-
-Why not the parent-child nesting: the runs table nests a trial under its parent only when sorted
-by start time, and shows it only when the parent row is expanded, which a shared view cannot set
-(MLflow leaves ``runsExpanded`` out of it); the charts follow the rows shown. The trials stay the
-parent's children (``mlflow.parentRunId``): the plain runs page still nests them, a trial's page
-links to its parent, and the parent run, in the view's "additional runs" group, carries the
-study's summary (``log_summary``): per-setting aggregates as metrics, ``results.md``,
-``results.csv`` and the curves ``results.png`` as artifacts.
-
-Nothing here imports Ray; ``c`` is an ``MlflowClient``.
+"""The MLflow page a study's URL opens with no clicks: MLflow's own shared view (what the UI's
+*Share* button stores as the experiment tag ``mlflow.sharedViewState.<key>``), written when the
+study ends, keyed by its parent run's id. What the view shows, and why it groups by setting
+instead of nesting trials under the parent: docs/mlflow.md. ``c`` is an ``MlflowClient``.
 """
 from __future__ import annotations
 

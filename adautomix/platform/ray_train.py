@@ -1,32 +1,8 @@
-"""Ray Train: the engine's ``Trainer`` on N data-parallel workers (Ray Train V2 ``TorchTrainer``).
-
-Each worker builds the same ``Trainer`` as the in-process path, with its rank, its shard of every
-global batch (``data/datasets.py``) and the step module wrapped in DistributedDataParallel, so the
-gradients of everything that learns (classifier, and AdAutoMix's generator) are all-reduced in
-the one backward of each step. The EMA teacher is updated from identical classifier weights on
-every rank, so it stays identical without being broadcast. Only rank 0 writes the run directory.
-
-Reports: after every epoch each rank calls ``ray.train.report`` with the epoch's record
-(``ReportEpochs``); every ``train.ckpt_every`` epochs rank 0 hands over the folder of
-``out_dir/checkpoints/last.pt``, which it has just written. When a worker dies, Ray Train restarts
-the group and the new workers resume from ``ray.train.get_checkpoint()``, so the epoch count
-continues. Ray Train's ``FailureConfig`` keeps three budgets: ``train.max_failures`` (workers that
-died), ``train.max_preemption_failures`` (preempted nodes; Ray's preemption watcher is on) and
-``train.controller_failure_limit`` (worker-group starts that found no room within
-``train.worker_start_timeout_s``, e.g. after a node was lost on a cluster without an autoscaler).
-The run has a fixed name and its storage in ``out_dir/ray/``, so a later launch of the same run
-(``--resume``, or a Tune trial continued by ``Tuner.restore``) is restored by Ray Train from its
-snapshot; ``last.pt`` serves ``--resume`` when Ray's storage is gone.
-
-Cluster: ``address`` (or ``RAY_ADDRESS``) joins a running cluster, otherwise a local one is started
-with its dashboard on 127.0.0.1; ``RAY_AUTH_MODE=token`` either way, and the token file readable by
-its owner only. Inside a Ray job or task (a Tune trial) the existing connection is used as it is.
-Every worker gets MLflow's credentials and ``train.env_vars`` from the driver (Ray's runtime
-environment). For several nodes, ``out_dir`` must be a path every node sees (NFS or similar): Ray
-Train's checkpoint storage lives under it, and each worker checks that it sees the driver's
-launch id there before training.
-
-Ray Train: https://docs.ray.io/en/latest/train/train.html
+"""Ray Train: the engine's ``Trainer`` on N data-parallel workers (Ray Train V2 ``TorchTrainer``,
+https://docs.ray.io/en/latest/train/train.html). The driver connects to (or starts) the cluster
+and launches the run; each worker trains its shard of every global batch under DDP and reports
+each epoch. How the batch is split, the failure budgets, the run's fixed name and storage, token
+authentication and shared ``out_dir``: docs/ray-train.md.
 """
 from __future__ import annotations
 

@@ -1,14 +1,7 @@
-"""MLflow tracking of an ablation study (single runs: ``run_logger.py``).
-
-One model-training experiment per study, one parent run, one nested child run per trial.
-``StudyTracker`` logs in the study's driver what Ray Tune hands it: each epoch's record as the
-trial reports it (the one route of a trial's epochs), then the trial's files, model and status.
-A trial continued by ``--resume`` finds its run again by its trial-key tag; the epochs that run
-lacks (a driver killed before it logged them) are back-filled from the trial's ``metrics.jsonl``,
-the outage path. The best trial's model is registered as the study's ``champion``.
-
-Tracking trouble never stops training: the first failure prints one warning (the URI's password
-masked); what could not be logged is kept and sent when the store answers again.
+"""MLflow tracking of an ablation study (single runs: ``run_logger.py``): one experiment per study,
+one parent run, one child run per trial, logged in the study's driver from what Ray Tune hands
+it; tracking trouble never stops training. What is logged and how an outage is survived:
+docs/mlflow.md.
 """
 from __future__ import annotations
 
