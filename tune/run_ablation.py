@@ -82,8 +82,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from adautomix import stopping
     from adautomix.platform.ablation import run_study
+    from adautomix.platform.mlflow_store import ui_command
     from adautomix.platform.mlflow_view import study_url
-    from adautomix.platform.tracking import ui_command
     from adautomix.runlock import LockedError
 
     stopping.forward_sigterm_as_sigint()  # Slurm, Kubernetes, `timeout`: stop as on Ctrl-C

@@ -19,9 +19,12 @@ from ..checkpoints import history
 from ..engine import CHECKPOINT, Trainer, newest_checkpoint, numeric
 from ..evaluation import figures, report
 from ..runlock import RunLock
-from . import mlflow_view, tracking
+from . import mlflow_view
+from .mlflow_model import ExportModel
+from .mlflow_store import STUDY_TAG, commit_tags, mask, resolve_tracking_uri, warn
 from .ray_train import ReportEpochs, connect, train_with_ray
 from .study import TRIALS, Study, StudyError, Trial
+from .tracking import StudyTracker
 
 STATE = "state.json"
 OPTUNA_LOG = "optuna.log"
@@ -34,7 +37,7 @@ def run_trial(config: dict, study: Study, study_dir: str) -> None:
     from ray import tune
 
     cfg = study.trial(*_point(study, config)).resolve(study_dir)  # the trial's one build
-    callbacks = [tracking.ExportModel()] if cfg.mlflow.log_model else []
+    callbacks = [ExportModel()] if cfg.mlflow.log_model else []
     if cfg.train.workers == 0:
         trainer = Trainer(cfg, callbacks=[ReportEpochs("tune"), *callbacks], quiet=True)
         checkpoint = tune.get_checkpoint()  # set when Tune continues the trial
@@ -76,7 +79,7 @@ def _finished(study: Study, config: dict, metrics: dict) -> bool:
 
 
 # ------------------------------------------------------------------------------ Tune's parts
-def _tracking_callback(tracker: tracking.StudyTracker, study: Study, study_dir: Path):
+def _tracking_callback(tracker: StudyTracker, study: Study, study_dir: Path):
     """A Tune callback that hands each trial's start, epochs and end to ``tracker``.
 
     Ray ships ``MLflowLoggerCallback``, but it cannot serve here: a restored experiment starts a
@@ -86,7 +89,7 @@ def _tracking_callback(tracker: tracking.StudyTracker, study: Study, study_dir: 
     from ray.tune import Callback
     from ray.tune.result import AUTO_RESULT_KEYS
 
-    commit = tracking.git_commit()
+    commit = commit_tags()
 
     def run_dir(trial) -> Path:
         return study_dir / TRIALS / _ident(study, trial.config).key
@@ -95,8 +98,7 @@ def _tracking_callback(tracker: tracking.StudyTracker, study: Study, study_dir: 
         def on_trial_start(self, iteration, trials, trial, **info):
             t = _ident(study, trial.config)
             tracker.trial_started(t.key, t.name, {
-                tracking.STUDY_TAG: study.name, "adautomix.setting": json.dumps(t.setting, sort_keys=True),
-                "adautomix.git_commit": commit, "mlflow.source.git.commit": commit,
+                STUDY_TAG: study.name, "adautomix.setting": json.dumps(t.setting, sort_keys=True), **commit,
                 **{f"adautomix.swept.{k}": report.format_value(v) for k, v in t.setting.items()}})
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
@@ -171,7 +173,7 @@ def make_reporter(study: Study):
                        mode=study.mode, sort_by_metric=False)
 
 
-def make_tuner(study: Study, study_dir: Path, tracker: tracking.StudyTracker | None,
+def make_tuner(study: Study, study_dir: Path, tracker: StudyTracker | None,
                max_concurrent: int):
     from ray import tune
 
@@ -266,7 +268,7 @@ def _run_study(study: Study, study_dir: Path, resume: bool, tracking_uri: str | 
             raise StudyError(f"--resume: {study_dir} was started with a different study file, "
                              "overrides or --smoke; run without --resume to start a new study")
         uri = _resume_uri(state["tracking_uri"], tracking_uri)
-        tracker = tracking.StudyTracker(uri, state["experiment_id"], state["parent_run_id"],
+        tracker = StudyTracker(uri, state["experiment_id"], state["parent_run_id"],
                                         str(study_dir)) if uri else None
         if tracker:
             tracker.reopen()
@@ -274,11 +276,11 @@ def _run_study(study: Study, study_dir: Path, resume: bool, tracking_uri: str | 
         if (study_dir / STATE).exists():
             raise StudyError(f"{study_dir} already holds a study; add --resume to continue it")
         study_dir.mkdir(parents=True, exist_ok=True)
-        tracker = _start_tracking(study, study_dir, tracking.resolve_tracking_uri(tracking_uri))
+        tracker = _start_tracking(study, study_dir, resolve_tracking_uri(tracking_uri))
         _write_json(study_dir / STATE, {
             "study": study.name, "study_file": str(study.path.resolve()), "fingerprint": study.fingerprint(),
             "overrides": study.overrides, "smoke": study.smoke,
-            "tracking_uri": tracking.mask(tracker.uri) if tracker else None,  # no password
+            "tracking_uri": mask(tracker.uri) if tracker else None,  # no password
             "experiment_id": tracker.experiment_id if tracker else None,
             "parent_run_id": tracker.parent_run_id if tracker else None,
             "started": time.strftime("%Y-%m-%d %H:%M:%S")})
@@ -394,14 +396,14 @@ def _resume_uri(stored: str | None, given: str | None) -> str | None:
     ``$MLFLOW_TRACKING_URI``)."""
     if not stored:
         return None
-    if not given and tracking.mask(stored) == stored:  # no password: the stored URI is whole
+    if not given and mask(stored) == stored:  # no password: the stored URI is whole
         return stored
     if not given and not os.environ.get("MLFLOW_TRACKING_URI"):
         raise StudyError(f"--resume: this study logs to {stored}; give the URI with its password "
                          "again (--tracking-uri or $MLFLOW_TRACKING_URI)")
-    uri = tracking.resolve_tracking_uri(given)
-    if tracking.mask(uri) != stored:
-        raise StudyError(f"--resume: this study logs to {stored}, not {tracking.mask(uri)}")
+    uri = resolve_tracking_uri(given)
+    if mask(uri) != stored:
+        raise StudyError(f"--resume: this study logs to {stored}, not {mask(uri)}")
     return uri
 
 
@@ -418,14 +420,11 @@ def _write_results(study: Study, study_dir: Path, results: report.Table, table: 
     return files
 
 
-def _start_tracking(study: Study, study_dir: Path, uri: str) -> tracking.StudyTracker | None:
-    commit = tracking.git_commit()
-    b = study.base
-    tags = {tracking.STUDY_TAG: study.name, "adautomix.role": "study",
+def _start_tracking(study: Study, study_dir: Path, uri: str) -> StudyTracker | None:
+    tags = {STUDY_TAG: study.name, "adautomix.role": "study",
             "adautomix.searcher": study.searcher, "adautomix.metric": study.metric,
-            "adautomix.git_commit": commit, "mlflow.source.git.commit": commit,
-            "adautomix.study_dir": str(study_dir), "mlflow.note.content": study.description or study.name,
-            "adautomix.dataset": b.data.name}
+            **commit_tags(), "adautomix.study_dir": str(study_dir),
+            "mlflow.note.content": study.description or study.name, "adautomix.dataset": study.base.data.name}
     params = {"study.name": study.name, "study.searcher": study.searcher,
               "study.seeds": str(study.seeds), "study.metric": study.metric, "study.mode": study.mode,
               "study.trials": study.total_trials(), "study.smoke": study.smoke,
@@ -434,11 +433,10 @@ def _start_tracking(study: Study, study_dir: Path, uri: str) -> tracking.StudyTr
               **{f"study.space.{k}": str(v) for k, v in study.space.items()},
               **{f"base.{k}": v for k, v in study.overrides_base.items()}}
     try:
-        return tracking.StudyTracker.start(uri, f"ablation-{study.name}", f"study {study.name}"
-                                           + (" (smoke)" if study.smoke else ""), tags, params,
-                                           str(study_dir))
+        return StudyTracker.start(uri, f"ablation-{study.name}", f"study {study.name}"
+                                  + (" (smoke)" if study.smoke else ""), tags, params, str(study_dir))
     except Exception as err:  # noqa: BLE001 - the study runs without tracking
-        tracking.warn(uri, err, "creating the study's parent run", str(study_dir / TRIALS))
+        warn(uri, err, "creating the study's parent run", str(study_dir / TRIALS))
         return None
 
 

@@ -12,7 +12,7 @@ import yaml
 
 from ..evaluation import comparison, figures
 from ..evaluation import report as tables
-from . import tracking
+from .mlflow_store import client, error_line, mask, resolve_tracking_uri
 
 
 class ReportError(ValueError):
@@ -101,16 +101,15 @@ def report(name: str, tracking_uri: str | None = None, out: str | Path | None = 
 
     stream = stream or sys.stdout
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no bar per eval.json
-    uri = tracking.resolve_tracking_uri(tracking_uri)
-    c = tracking.client(uri)
+    uri = resolve_tracking_uri(tracking_uri)
+    c = client(uri)
     try:
         exp = find_experiment(c, name)
         recs, swept, what, headline = records(c, exp)
     except ReportError:
         raise
     except Exception as err:  # noqa: BLE001 - the store cannot be read
-        raise ReportError(f"cannot read the tracking store {tracking.mask(uri)}: {type(err).__name__}: "
-                          f"{tracking.first_line(err)}") from None
+        raise ReportError(f"cannot read the tracking store {mask(uri)}: {error_line(err, uri)}") from None
     if not recs:
         raise ReportError(f"{what}: no finished runs to report")
     keys = comparison.setting_keys(recs, swept)
@@ -127,7 +126,7 @@ def report(name: str, tracking_uri: str | None = None, out: str | Path | None = 
         files.append(save_occlusion_curve(out / "occlusion.png", curves, errors))
     reliability = comparison.save_reliability_grid(out / "reliability.png", table.rows)
     files += [reliability] if reliability else []
-    text = [f"# {name}", "", f"From {what} at {tracking.mask(uri)}: {len(recs)} finished runs.", "",
+    text = [f"# {name}", "", f"From {what} at {mask(uri)}: {len(recs)} finished runs.", "",
             tables.markdown(table), "", "![curves](curves.png)"]
     per_type = comparison.corruption_table(table.rows)
     if per_type:

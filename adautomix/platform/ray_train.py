@@ -341,7 +341,7 @@ def check_store_reachable(uri: str, cfg: Config, address: str | None) -> None:
     ``adautomix train --tracking-uri`` logs from rank 0, which may run on any node, where a
     SQLite file or folder of the driver's machine does not exist (and SQLite on a network file
     system is unsafe). Connects to the cluster (``train_with_ray`` then reuses the connection)."""
-    from .tracking import is_local_store, mask
+    from .mlflow_store import is_local_store, mask
 
     if not is_local_store(uri):
         return
