@@ -24,7 +24,7 @@ import yaml
 
 from adautomix.config import Config, flatten, to_dict
 from adautomix.evaluation.report import format_value
-from adautomix.platform.study import StudyError, load_study
+from adautomix.study import StudyError, load_study
 
 from conftest import REPO, SESSION_DIR, cluster_env
 
@@ -309,7 +309,7 @@ def test_resuming_a_study_with_a_changed_file_or_overrides_is_refused(tmp_path):
 
 
 def test_a_grid_trial_carries_its_overrides_and_resolves_its_config_where_it_runs(tmp_path):
-    from adautomix.platform.study import describe
+    from adautomix.study import describe
 
     study = load_study(REPO / "ablations" / "default.yaml")
     describe(study), study.max_epochs(), study.fingerprint()

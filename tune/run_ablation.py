@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run from a checkout without installing the package
     sys.path.insert(0, str(ROOT))
 
-from adautomix.platform.study import StudyError, describe, load_study  # noqa: E402
+from adautomix.study import StudyError, describe, load_study  # noqa: E402
 
 DEFAULT_STUDY = ROOT / "ablations" / "default.yaml"
 USAGE_ERROR = 2

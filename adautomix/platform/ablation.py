@@ -19,11 +19,11 @@ from ..checkpoints import history
 from ..engine import CHECKPOINT, Trainer, newest_checkpoint, numeric
 from ..evaluation import figures, report
 from ..runlock import RunLock
+from ..study import TRIALS, Study, StudyError, Trial
 from . import mlflow_view
 from .mlflow_model import ExportModel
 from .mlflow_store import STUDY_TAG, commit_tags, mask, resolve_tracking_uri, warn
 from .ray_train import ReportEpochs, connect, train_with_ray
-from .study import TRIALS, Study, StudyError, Trial
 from .tracking import StudyTracker
 
 STATE = "state.json"

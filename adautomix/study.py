@@ -18,8 +18,8 @@ from typing import Any
 
 import yaml
 
-from ..config import Config, ConfigError, flatten, load_config, parse_overrides, preset_items, to_dict
-from ..evaluation.report import format_value, short_key
+from .config import Config, ConfigError, flatten, load_config, parse_overrides, preset_items, to_dict
+from .evaluation.report import format_value, short_key
 
 SEARCHERS = ("grid", "tpe")
 MODES = ("max", "min")
