@@ -14,16 +14,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import stopping
 from ..checkpoints import history
-from ..engine import CHECKPOINT, Trainer, newest_checkpoint, numeric
+from ..engine import CHECKPOINT, Trainer, numeric
 from ..evaluation import figures, report
 from ..runlock import RunLock
 from ..study import TRIALS, Study, StudyError, Trial
 from . import mlflow_view
 from .mlflow_model import ExportModel
 from .mlflow_store import STUDY_TAG, commit_tags, mask, resolve_tracking_uri, warn
-from .ray_train import ReportEpochs, connect, train_with_ray
+from .ray_train import ReportEpochs, connect, restore, train_with_ray
 from .tracking import StudyTracker
 
 STATE = "state.json"
@@ -40,13 +39,9 @@ def run_trial(config: dict, study: Study, study_dir: str) -> None:
     callbacks = [ExportModel()] if cfg.mlflow.log_model else []
     if cfg.train.workers == 0:
         trainer = Trainer(cfg, callbacks=[ReportEpochs("tune"), *callbacks], quiet=True)
-        checkpoint = tune.get_checkpoint()  # set when Tune continues the trial
-        own = Path(cfg.out_dir) / CHECKPOINT
-        if checkpoint is not None:
-            with checkpoint.as_directory() as folder:
-                trainer.load_checkpoint(newest_checkpoint(Path(folder) / own.name, own))
-        elif history(own):  # a stop came before Tune recorded the trial's first checkpoint
-            trainer.resume()
+        # Tune's checkpoint when it continues the trial; else the trial's own, when a stop came
+        # before Tune recorded its first checkpoint
+        restore(trainer, tune.get_checkpoint(), bool(history(Path(cfg.out_dir) / CHECKPOINT)))
         trainer.fit()
         return
     from ray.tune.integration.ray_train import TuneReportCallback
@@ -260,62 +255,9 @@ def run_study(study: Study, *, study_dir: Path | None = None, resume: bool = Fal
 
 def _run_study(study: Study, study_dir: Path, resume: bool, tracking_uri: str | None, address: str | None,
                max_concurrent: int | None, out) -> Outcome:
-    if resume:
-        if not (study_dir / STATE).exists():
-            raise StudyError(f"--resume: {study_dir} holds no {STATE}")
-        state = json.loads((study_dir / STATE).read_text())
-        if state["fingerprint"] != study.fingerprint():
-            raise StudyError(f"--resume: {study_dir} was started with a different study file, "
-                             "overrides or --smoke; run without --resume to start a new study")
-        uri = _resume_uri(state["tracking_uri"], tracking_uri)
-        tracker = StudyTracker(uri, state["experiment_id"], state["parent_run_id"],
-                                        str(study_dir)) if uri else None
-        if tracker:
-            tracker.reopen()
-    else:
-        if (study_dir / STATE).exists():
-            raise StudyError(f"{study_dir} already holds a study; add --resume to continue it")
-        study_dir.mkdir(parents=True, exist_ok=True)
-        tracker = _start_tracking(study, study_dir, resolve_tracking_uri(tracking_uri))
-        _write_json(study_dir / STATE, {
-            "study": study.name, "study_file": str(study.path.resolve()), "fingerprint": study.fingerprint(),
-            "overrides": study.overrides, "smoke": study.smoke,
-            "tracking_uri": mask(tracker.uri) if tracker else None,  # no password
-            "experiment_id": tracker.experiment_id if tracker else None,
-            "parent_run_id": tracker.parent_run_id if tracker else None,
-            "started": time.strftime("%Y-%m-%d %H:%M:%S")})
-        (study_dir / "study.yaml").write_text(study.text)
-
-    import ray
-    from ray import tune
-
-    started = connect(address, study.base.train.env_vars)
-    stopping.reinstall()  # ray.init took SIGTERM over
-    # Ctrl-C: Tune's own handler stops the trials and saves the experiment's state one last time;
-    # its notices are dropped, the runner prints one line with the --resume command instead
-    notices = _TuneStopNotices()
-    logging.getLogger("ray.tune.tune").addFilter(notices)
-    try:
-        experiment = study_dir / TRIALS
-        if resume and tune.Tuner.can_restore(str(experiment)):
-            tuner = tune.Tuner.restore(str(experiment), trainable(study, study_dir),
-                                       resume_unfinished=True, resume_errored=True)
-            before = tuner.get_results().num_terminated  # finished or stopped early
-        else:
-            tuner = make_tuner(study, study_dir, tracker, max_concurrent or study.max_concurrent)
-            before = 0
-        print(f"study {study.name}: {study.total_trials()} trials, {before} finished before, "
-              f"{study.total_trials() - before} to run; folder {study_dir}", file=out, flush=True)
-        grid = tuner.fit()
-    except BaseException as err:
-        if tracker:  # a parent left RUNNING would look alive in the UI
-            tracker.study_ended([], "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED", {})
-        raise
-    finally:
-        logging.getLogger("ray.tune.tune").removeFilter(notices)
-        if started:
-            ray.shutdown()
-
+    tracker = _open(study, study_dir, resume, tracking_uri)
+    grid, before, notices = _fit(study, study_dir, resume, tracker, address,
+                                     max_concurrent or study.max_concurrent, out)
     incomplete = grid.num_terminated + grid.num_errors < study.total_trials()  # interrupted
     records, failed = _records(study, grid, incomplete)
     results = report.build(records, study.metric, study.mode, study.swept, study.reference,
@@ -334,6 +276,72 @@ def _run_study(study: Study, study_dir: Path, resume: bool, tracking_uri: str | 
                    tracker.experiment_id if tracker else None, records, failed, table,
                    study.total_trials() - before, incomplete, notices.interrupted,
                    tracker.parent_run_id if tracker else None)
+
+
+def _open(study: Study, study_dir: Path, resume: bool, tracking_uri: str | None) -> StudyTracker | None:
+    """The study folder's ``state.json``: checked against ``study`` (``resume``) or written, with
+    the study's MLflow parent run reopened or created; returns its tracker (None: no tracking)."""
+    if resume:
+        if not (study_dir / STATE).exists():
+            raise StudyError(f"--resume: {study_dir} holds no {STATE}")
+        state = json.loads((study_dir / STATE).read_text())
+        if state["fingerprint"] != study.fingerprint():
+            raise StudyError(f"--resume: {study_dir} was started with a different study file, "
+                             "overrides or --smoke; run without --resume to start a new study")
+        uri = _resume_uri(state["tracking_uri"], tracking_uri)
+        tracker = StudyTracker(uri, state["experiment_id"], state["parent_run_id"],
+                               str(study_dir)) if uri else None
+        if tracker:
+            tracker.reopen()
+        return tracker
+    if (study_dir / STATE).exists():
+        raise StudyError(f"{study_dir} already holds a study; add --resume to continue it")
+    study_dir.mkdir(parents=True, exist_ok=True)
+    tracker = _start_tracking(study, study_dir, resolve_tracking_uri(tracking_uri))
+    _write_json(study_dir / STATE, {
+        "study": study.name, "study_file": str(study.path.resolve()), "fingerprint": study.fingerprint(),
+        "overrides": study.overrides, "smoke": study.smoke,
+        "tracking_uri": mask(tracker.uri) if tracker else None,  # no password
+        "experiment_id": tracker.experiment_id if tracker else None,
+        "parent_run_id": tracker.parent_run_id if tracker else None,
+        "started": time.strftime("%Y-%m-%d %H:%M:%S")})
+    (study_dir / "study.yaml").write_text(study.text)
+    return tracker
+
+
+def _fit(study: Study, study_dir: Path, resume: bool, tracker: StudyTracker | None, address: str | None,
+         max_concurrent: int, out):
+    """Tune's run of the study (restored when ``resume`` finds Tune's state): returns its
+    ``ResultGrid``, the trials that had ended before, and its ``_TuneStopNotices`` (whether
+    Ctrl-C stopped it)."""
+    import ray
+    from ray import tune
+
+    started = connect(address, study.base.train.env_vars)
+    # Ctrl-C: Tune's own handler stops the trials and saves the experiment's state one last time;
+    # its notices are dropped, the runner prints one line with the --resume command instead
+    notices = _TuneStopNotices()
+    logging.getLogger("ray.tune.tune").addFilter(notices)
+    try:
+        experiment = study_dir / TRIALS
+        if resume and tune.Tuner.can_restore(str(experiment)):
+            tuner = tune.Tuner.restore(str(experiment), trainable(study, study_dir),
+                                       resume_unfinished=True, resume_errored=True)
+            before = tuner.get_results().num_terminated  # finished or stopped early
+        else:
+            tuner = make_tuner(study, study_dir, tracker, max_concurrent)
+            before = 0
+        print(f"study {study.name}: {study.total_trials()} trials, {before} finished before, "
+              f"{study.total_trials() - before} to run; folder {study_dir}", file=out, flush=True)
+        return tuner.fit(), before, notices
+    except BaseException as err:
+        if tracker:  # a parent left RUNNING would look alive in the UI
+            tracker.study_ended([], "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED", {})
+        raise
+    finally:
+        logging.getLogger("ray.tune.tune").removeFilter(notices)
+        if started:
+            ray.shutdown()
 
 
 class _TuneStopNotices(logging.Filter):

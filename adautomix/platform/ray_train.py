@@ -152,18 +152,23 @@ def _worker_loop(config: dict) -> None:
                           quiet=config["quiet"])
         # set when Ray Train restarted the group after a failure, or a launch with this run's
         # name and storage finds the run's snapshot (a Tune trial continued by Tuner.restore)
-        restored = ray.train.get_checkpoint()
-        own = Path(cfg.out_dir) / CHECKPOINT
-        if restored is not None:
-            with restored.as_directory() as folder:
-                trainer.load_checkpoint(newest_checkpoint(Path(folder) / own.name, own))
-        elif cfg.train.resume:
-            trainer.resume()
+        restore(trainer, ray.train.get_checkpoint(), cfg.train.resume)
         trainer.fit()
     except (DataError, ConfigError, CheckpointError, CheckpointWriteError, InitError):
         # the driver prints these as one line; Ray Train would log the worker's traceback first
         ray_private.mute_worker_tracebacks()
         raise
+
+
+def restore(trainer: Trainer, checkpoint, resume: bool) -> None:
+    """Start from Ray's ``checkpoint`` of the run (or the run's own ``last.pt`` when that is
+    newer) when Ray has one, else from the run's own when ``resume``."""
+    own = Path(trainer.cfg.out_dir) / CHECKPOINT
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            trainer.load_checkpoint(newest_checkpoint(Path(folder) / own.name, own))
+    elif resume:
+        trainer.resume()
 
 
 def _check_run_dir_visible(cfg: Config, launch: str) -> None:
@@ -273,6 +278,7 @@ def connect(address: str | None, env_vars: list[str] | tuple[str, ...] = ()) -> 
     try:
         with ray_private.token_notice_muted():
             ray.init(address=address or "local", **quiet)
+        stopping.reinstall()  # ray.init took SIGTERM over
     except (ConnectionError, ray.exceptions.AuthenticationError) as err:
         hint = ""
         if os.environ.get("RAY_AUTH_MODE", "").lower() != "token":
@@ -406,7 +412,6 @@ def _train_with_ray(cfg: Config, address: str | None, callbacks: list[Callback] 
     import ray.train
 
     connect(address, cfg.train.env_vars)
-    stopping.reinstall()  # ray.init took SIGTERM over
     check_cluster_fits(cfg)
     write_config(cfg)
     trainer = _torch_trainer(cfg, list(callbacks or []), quiet, list(run_callbacks or []),
