@@ -9,6 +9,7 @@ import csv
 import json
 import math
 import re
+import time
 from pathlib import Path
 from urllib.parse import quote
 
@@ -22,17 +23,12 @@ SECTION = "adautomix"  # the uuid of the view's chart section
 _NAME_UNSAFE = re.compile(r"[^\w.\- /]")  # metric names: MLflow allows [/\w.\- ] everywhere
 
 
-def view_key(parent_run_id: str) -> str:
-    """The share key of a study's view: its parent run's id."""
-    return parent_run_id
-
-
 def study_url(uri: str, experiment_id: str, parent_run_id: str) -> str:
     """The URL of the study's view: the experiment's runs page (``mlflow_store.runs_url``) in the
     state ``publish`` stored, on its chart tab."""
     from .mlflow_store import runs_url
 
-    return (f"{runs_url(uri, experiment_id)}&viewStateShareKey={quote(view_key(parent_run_id))}"
+    return (f"{runs_url(uri, experiment_id)}&viewStateShareKey={quote(parent_run_id)}"
             "&compareRunsMode=CHART")
 
 
@@ -90,7 +86,7 @@ def publish(c, experiment_id: str, parent_run_id: str, metric: str, mode: str, s
         c.set_tag(run_id, STUDY_RUN_TAG, parent_run_id)
     c.set_experiment_tag(experiment_id, PRIMARY_METRIC_TAG, metric)
     state = view_state(parent_run_id, metric, mode, swept, len(children))
-    c.set_experiment_tag(experiment_id, SHARED_VIEW_TAG_PREFIX + view_key(parent_run_id),
+    c.set_experiment_tag(experiment_id, SHARED_VIEW_TAG_PREFIX + parent_run_id,
                          json.dumps(state, separators=(",", ":")))
 
 
@@ -121,20 +117,13 @@ def _about(column: str, metric: str) -> bool:
 
 def finish(c, experiment_id: str, parent_run_id: str, *, results_csv: Path | None, metric: str,
            mode: str, swept: list[str]) -> None:
-    """At the end of a study: its summary on the parent run, then its view (``study_url``)."""
-    log_summary(c, parent_run_id, results_csv, swept, metric)
-    publish(c, experiment_id, parent_run_id, metric, mode, swept)
-
-
-def log_summary(c, parent_run_id: str, results_csv: Path | None, swept: list[str], metric: str) -> None:
-    """The per-setting aggregates of ``results_csv`` as metrics of the parent run."""
+    """At the end of a study: the per-setting aggregates of ``results_csv`` as metrics of the
+    parent run (``log_batch`` splits them into calls of MLflow's batch limit), then the study's
+    view (``study_url``)."""
     from mlflow.entities import Metric
 
-    if results_csv is None or not Path(results_csv).exists():
-        return
-    import time
-
-    now = int(time.time() * 1000)
-    items = [Metric(k, v, now, 0) for k, v in summary_metrics(results_csv, swept, metric).items()]
-    for i in range(0, len(items), 1000):  # MLflow's log_batch limit
-        c.log_batch(parent_run_id, metrics=items[i:i + 1000])
+    if results_csv is not None and Path(results_csv).exists():
+        now = int(time.time() * 1000)
+        c.log_batch(parent_run_id, metrics=[
+            Metric(k, v, now, 0) for k, v in summary_metrics(results_csv, swept, metric).items()])
+    publish(c, experiment_id, parent_run_id, metric, mode, swept)

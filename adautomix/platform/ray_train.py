@@ -112,13 +112,6 @@ class ReportEpochs(Callback):
                          delete_local_checkpoint_after_upload=False)
 
 
-def _torch_threads(cfg: Config) -> int:
-    """``train.threads``, else the CPUs Ray gives each worker (at least 1)."""
-    if cfg.train.threads:
-        return cfg.train.threads
-    return max(1, int(cfg.train.resources_per_worker.get("CPU", 1)))
-
-
 def _worker_loop(config: dict) -> None:
     """What each Ray Train worker runs: build the Trainer, restore a checkpoint if any, fit."""
     import ray.train
@@ -132,7 +125,8 @@ def _worker_loop(config: dict) -> None:
     logging.getLogger().setLevel(logging.WARNING)
     context = ray.train.get_context()
     rank, world_size = context.get_world_rank(), context.get_world_size()
-    torch.set_num_threads(_torch_threads(cfg))
+    # train.threads, else the CPUs Ray gives each worker (at least 1)
+    torch.set_num_threads(cfg.train.threads or max(1, int(cfg.train.resources_per_worker.get("CPU", 1))))
     device = ray.train.torch.get_device() if cfg.train.use_gpu else torch.device("cpu")
     if device.type == "cuda":
         torch.cuda.set_device(device)
@@ -206,20 +200,15 @@ def use_token_auth() -> None:
         ray_private.refresh_auth_mode()
 
 
-def token_path() -> Path | None:
-    """The token file Ray uses (``RAY_AUTH_TOKEN_PATH``, else ``~/.ray/auth_token``); None when
-    the token comes from ``RAY_AUTH_TOKEN``."""
+def secure_token_file(create: bool) -> Path | None:
+    """Make the token file Ray uses (``RAY_AUTH_TOKEN_PATH``, else ``~/.ray/auth_token``)
+    readable by its owner only (0600): a new one is created so (with ``create``, before a local
+    cluster starts, where Ray would make it with the umask's mode); an existing one of this user
+    is tightened. Returns the path; None when the token comes from ``RAY_AUTH_TOKEN``."""
     if os.environ.get("RAY_AUTH_TOKEN"):
         return None
-    return Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token").expanduser()
-
-
-def secure_token_file(create: bool) -> Path | None:
-    """Make the token file readable by its owner only (0600): a new one is created so (with
-    ``create``, before a local cluster starts, where Ray would make it with the umask's mode);
-    an existing one of this user is tightened. Returns the path."""
-    path = token_path()
-    if path is None or os.environ.get("RAY_AUTH_MODE", "").lower() != "token":
+    path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token").expanduser()
+    if os.environ.get("RAY_AUTH_MODE", "").lower() != "token":
         return path
     if create and not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -376,10 +365,6 @@ def train_with_ray(cfg: Config, address: str | None = None, callbacks: list[Call
                    keep_storage: bool = False) -> dict:
     """Train ``cfg`` with ``cfg.train.workers`` Ray Train workers; returns the summary.
 
-    Ray Train's storage for the run is ``out_dir/ray/train`` (a fixed name): a later launch of
-    the same run, e.g. a Tune trial continued by ``Tuner.restore``, is restored by Ray Train from
-    its snapshot, and the workers start from the last reported checkpoint.
-
     Args:
         cfg: validated config with ``train.workers >= 1``; the global batch
             ``train.batch_size`` is split evenly: each worker takes ``batch_size / workers``.
@@ -389,9 +374,10 @@ def train_with_ray(cfg: Config, address: str | None = None, callbacks: list[Call
         quiet: no progress lines.
         run_callbacks: Ray Train callbacks of the run (e.g. Ray's ``TuneReportCallback`` when
             the run is a Tune trial).
-        keep_storage: keep Ray Train's storage when the run has finished (a study keeps it, so a
-            restored trial that had finished is not trained again); by default it is removed,
-            since it only duplicates ``checkpoints/last.pt``.
+        keep_storage: keep Ray Train's storage (``out_dir/ray/train``, from which a later launch
+            of the run is restored) when the run has finished (a study keeps it, so a restored
+            trial that had finished is not trained again); by default it is removed, since it
+            only duplicates ``checkpoints/last.pt``.
 
     Returns:
         The summary written to ``metrics.json`` (as ``engine.train`` returns it).
@@ -408,10 +394,9 @@ def _train_with_ray(cfg: Config, address: str | None, callbacks: list[Callback] 
                     run_callbacks: list | None, keep_storage: bool) -> dict:
     out = check_run_dir(cfg)
     _set_ray_train_env(cfg.train)
-    use_token_auth()
+    connect(address, cfg.train.env_vars)  # token authentication before Ray is imported
     import ray.train
 
-    connect(address, cfg.train.env_vars)
     check_cluster_fits(cfg)
     write_config(cfg)
     trainer = _torch_trainer(cfg, list(callbacks or []), quiet, list(run_callbacks or []),
