@@ -109,6 +109,26 @@ def _measure(spec: str, batch_size: int, switches: str, arch: str, width: float,
         optimizer.step()
         step.after_step(i, total)
 
+    first_step_s, step_ms = _time_steps(one, step, steps, dev)
+    if cuda:
+        peak_mib = (torch.cuda.max_memory_allocated(dev) - baseline) / 2**20
+    else:  # growth of the process's peak resident set over the training steps
+        peak_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - baseline) / 1024
+    row = {"method": spec, "batch": batch_size, "switches": switches, "compiled": compiled,
+           "device": str(dev), "gpu": torch.cuda.get_device_name(dev) if cuda else None,
+           "torch": torch.__version__, "step_ms": step_ms, "img_per_s": batch_size / step_ms * 1000,
+           "peak_mib": peak_mib, "first_step_s": first_step_s, "threads": torch.get_num_threads()}
+    if profile and spec.startswith("adautomix") and not on["compile"]:
+        row["profile"] = profile_breakdown(one, 3, dev)
+    return row
+
+
+def _time_steps(one, step: torch.nn.Module, steps: int, dev: torch.device) -> tuple[float, float]:
+    """Seconds of the first step ``one(0)`` (it compiles, when compiling); then, after warm-up
+    steps, milliseconds per step over ``steps`` steps: back to back on a GPU, as in training,
+    the median of single steps on the CPU."""
+    cuda, total = dev.type == "cuda", 4 + steps
+
     def sync() -> None:
         if cuda:
             torch.cuda.synchronize(dev)
@@ -129,25 +149,13 @@ def _measure(spec: str, batch_size: int, switches: str, arch: str, width: float,
         for i in range(4, total):
             one(i)
         sync()
-        step_ms = 1000 * (time.perf_counter() - start) / steps
-    else:
-        times = []
-        for i in range(4, total):
-            start = time.perf_counter()
-            one(i)
-            times.append(time.perf_counter() - start)
-        step_ms = 1000 * statistics.median(times)
-    if cuda:
-        peak_mib = (torch.cuda.max_memory_allocated(dev) - baseline) / 2**20
-    else:  # growth of the process's peak resident set over the training steps
-        peak_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - baseline) / 1024
-    row = {"method": spec, "batch": batch_size, "switches": switches, "compiled": compiled,
-           "device": str(dev), "gpu": torch.cuda.get_device_name(dev) if cuda else None,
-           "torch": torch.__version__, "step_ms": step_ms, "img_per_s": batch_size / step_ms * 1000,
-           "peak_mib": peak_mib, "first_step_s": first_step_s, "threads": torch.get_num_threads()}
-    if profile and spec.startswith("adautomix") and not on["compile"]:
-        row["profile"] = profile_breakdown(one, 3, dev)
-    return row
+        return first_step_s, 1000 * (time.perf_counter() - start) / steps
+    times = []
+    for i in range(4, total):
+        start = time.perf_counter()
+        one(i)
+        times.append(time.perf_counter() - start)
+    return first_step_s, 1000 * statistics.median(times)
 
 
 def _measure_all(jobs: list[tuple], common: tuple, json_path: str | None) -> list[dict]:

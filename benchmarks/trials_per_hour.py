@@ -91,7 +91,7 @@ def run_ray(args, data_root: Path, k: int, folder: Path) -> tuple[float, list[di
     import yaml
 
     from adautomix.platform.ablation import run_study
-    from adautomix.platform.study import load_study
+    from adautomix.study import load_study
 
     overrides = trial_overrides(args, data_root, k)
     base: dict = {}

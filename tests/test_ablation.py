@@ -24,7 +24,7 @@ import yaml
 
 from adautomix.config import Config, flatten, to_dict
 from adautomix.evaluation.report import format_value
-from adautomix.platform.study import StudyError, load_study
+from adautomix.study import StudyError, load_study
 
 from conftest import REPO, SESSION_DIR, cluster_env
 
@@ -309,7 +309,7 @@ def test_resuming_a_study_with_a_changed_file_or_overrides_is_refused(tmp_path):
 
 
 def test_a_grid_trial_carries_its_overrides_and_resolves_its_config_where_it_runs(tmp_path):
-    from adautomix.platform.study import describe
+    from adautomix.study import describe
 
     study = load_study(REPO / "ablations" / "default.yaml")
     describe(study), study.max_epochs(), study.fingerprint()
@@ -332,7 +332,7 @@ def test_study_overrides_go_through_the_configs_parser(tmp_path):
 
 # ------------------------------------------------------------------------------ tracking
 def test_dead_tracking_server_warns_once_and_keeps_what_it_could_not_log(tmp_path, capfd):
-    from adautomix.platform import tracking
+    from adautomix.platform.mlflow_store import mask
     from adautomix.platform.tracking import StudyTracker
 
     uri = f"http://alice:s3cret@127.0.0.1:{free_port()}"  # nothing listens there
@@ -343,7 +343,7 @@ def test_dead_tracking_server_warns_once_and_keeps_what_it_could_not_log(tmp_pat
     tracker.flush()  # the tracker logs on its own thread
     err = capfd.readouterr().err
     assert err.count("WARNING: MLflow tracking failed") == 1, err
-    assert tracking.mask(uri) in err and "s3cret" not in err  # the password is never printed
+    assert mask(uri) in err and "s3cret" not in err  # the password is never printed
     assert "training continues" in err and str(tmp_path / "study") in err
     assert tracker.failed and len(tracker.outbox.pending) == 3  # kept, to be sent when it answers
 
@@ -351,7 +351,8 @@ def test_dead_tracking_server_warns_once_and_keeps_what_it_could_not_log(tmp_pat
 def test_a_password_in_the_tracking_uri_is_masked_everywhere_it_is_shown_or_pickled():
     import pickle
 
-    from adautomix.platform.tracking import StudyTracker, mask, runs_url, ui_command
+    from adautomix.platform.mlflow_store import mask, runs_url, ui_command
+    from adautomix.platform.tracking import StudyTracker
 
     uri = "http://alice:s3cret@mlflow.example:5000"
     assert mask(uri) == "http://alice:***@mlflow.example:5000"
@@ -368,7 +369,8 @@ def test_a_password_in_the_tracking_uri_is_masked_everywhere_it_is_shown_or_pick
 def test_tracker_is_picklable_without_its_client(tmp_path):
     import pickle
 
-    from adautomix.platform.tracking import StudyTracker, resolve_tracking_uri
+    from adautomix.platform.mlflow_store import resolve_tracking_uri
+    from adautomix.platform.tracking import StudyTracker
 
     uri = resolve_tracking_uri(f"sqlite:///{tmp_path / 'm.db'}")
     tracker = StudyTracker(uri, "1", "abc")
@@ -378,7 +380,7 @@ def test_tracker_is_picklable_without_its_client(tmp_path):
 
 
 def test_the_printed_url_opens_the_experiments_training_runs():
-    from adautomix.platform.tracking import runs_url
+    from adautomix.platform.mlflow_store import runs_url
 
     # checked by hand in headless Chromium against `mlflow server` 3.17: the Runs list of the
     # experiment, with the UI on its "Model training" side (see README, MLflow)

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from adautomix.platform.ablation import trainable
-from adautomix.platform.study import load_study
+from adautomix.study import load_study
 
 from conftest import _start_node
 

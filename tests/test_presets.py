@@ -10,8 +10,8 @@ import yaml
 from adautomix.cli import main as cli_main
 from adautomix.config import from_dict, load_config, to_dict
 from adautomix.engine import Trainer
-from adautomix.platform.study import StudyError, load_study
 from adautomix.presets import PRESETS
+from adautomix.study import StudyError, load_study
 
 # SPEC.md "Published settings", one row per preset (the numbers every row of a table shares)
 PUBLISHED = {

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run from a checkout without installing the package
     sys.path.insert(0, str(ROOT))
 
-from adautomix.platform.study import StudyError, describe, load_study  # noqa: E402
+from adautomix.study import StudyError, describe, load_study  # noqa: E402
 
 DEFAULT_STUDY = ROOT / "ablations" / "default.yaml"
 USAGE_ERROR = 2
@@ -58,8 +58,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def load(args: argparse.Namespace):
+    """The study the arguments name, validated; or an error line and ``USAGE_ERROR``."""
     study_file = DEFAULT_STUDY
     overrides = list(args.args)
     if overrides and "=" not in overrides[0]:
@@ -72,18 +72,23 @@ def main(argv: list[str] | None = None) -> int:
               "started with (Tune restores it)", file=sys.stderr)
         return USAGE_ERROR
     try:
-        study = load_study(study_file, overrides, smoke=args.smoke)
+        return load_study(study_file, overrides, smoke=args.smoke)
     except StudyError as err:
         print(f"run_ablation.py: error: {err}", file=sys.stderr)
         return USAGE_ERROR
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    study = load(args)
+    if isinstance(study, int):
+        return study
     if args.dry_run:
         print(describe(study))
         return 0
 
     from adautomix import stopping
     from adautomix.platform.ablation import run_study
-    from adautomix.platform.mlflow_view import study_url
-    from adautomix.platform.tracking import ui_command
     from adautomix.runlock import LockedError
 
     stopping.forward_sigterm_as_sigint()  # Slurm, Kubernetes, `timeout`: stop as on Ctrl-C
@@ -121,7 +126,15 @@ def main(argv: list[str] | None = None) -> int:
               f"{study.total_trials()} trials done; continue it with: {resume_command(outcome.study_dir)}",
               file=sys.stderr)
         return code
-    minutes, seconds = divmod(int(time.perf_counter() - start), 60)
+    return report(study, outcome, time.perf_counter() - start, resume_command(outcome.study_dir))
+
+
+def report(study, outcome, seconds: float, resume_command: str) -> int:
+    """Print what the study did (table, files, failures, MLflow); returns the exit code."""
+    from adautomix.platform.mlflow_store import ui_command
+    from adautomix.platform.mlflow_view import study_url
+
+    minutes, seconds = divmod(int(seconds), 60)
     print(f"\nstudy {study.name}: {len(outcome.records)} of {study.total_trials()} trials done "
           f"({outcome.ran} run now) in {minutes}m{seconds:02d}s:\n")
     print(outcome.table)
@@ -130,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n{len(outcome.failed)} trial(s) failed:", *outcome.failed, sep="\n  ", file=sys.stderr)
     if outcome.incomplete:
         print(f"\nthe study is incomplete ({len(outcome.records)} of {study.total_trials()} trials); "
-              f"continue it with: {resume_command(outcome.study_dir)}", file=sys.stderr)
+              f"continue it with: {resume_command}", file=sys.stderr)
     if outcome.tracking_uri:
         print(f"MLflow: {ui_command(outcome.tracking_uri)}\n"
               f"        then open {study_url(outcome.tracking_uri, outcome.experiment_id, outcome.parent_run_id)}")

@@ -159,24 +159,10 @@ class AdAutoMixStep(LearnedMixStep):
         targets_c = Targets(torch.stack([y[p] for p in perms_c], dim=1), lam_c.expand(b, n))
         targets_g = Targets(torch.stack([y[p] for p in perms_g], dim=1), lam_g.expand(b, n))
 
-        # 6. classifier loss: L_amce + (1-α)·L_ce + α·L_mce  (N = 2: L_amce + L_ce); q's passes in
-        # the published order (clean, linear mix, generated mix): it sets q's BatchNorm statistics
+        # 6. classifier loss
         parts = mask_stats(masks_g, lam_g)  # §4: how far G's masks are from plain mixup
-        mce_on = self.use_mce and n > 2  # the published code adds L_mce only when N > 2
         with _label("adautomix.classifier"):
-            loss_cls = x.new_zeros((), dtype=torch.float32)
-            if self.use_ce:
-                loss_ce = F.cross_entropy(self.classifier(x, head="one").float(), y)
-                loss_cls = loss_cls + ((1 - self.alpha) if mce_on else 1.0) * loss_ce
-                parts["loss_ce"] = loss_ce.detach()
-            if mce_on:
-                x_linear = (lam_c.view(1, n, 1, 1, 1).to(x.dtype) * sources_c).sum(dim=1)
-                loss_mce = mixed_cross_entropy(self.classifier(x_linear, head="mix"), targets_c)
-                loss_cls = loss_cls + self.alpha * loss_mce
-                parts["loss_mce"] = loss_mce.detach()
-            loss_amce = mixed_cross_entropy(self.classifier(x_mix_c, head="mix"), targets_c)
-            loss_cls = loss_cls + loss_amce
-            parts["loss_amce"] = loss_amce.detach()
+            loss_cls = self._classifier_loss(x, y, lam_c, sources_c, x_mix_c, targets_c, parts)
 
         # 7. generator loss through the frozen model (gradient reaches G only)
         with _label("adautomix.teacher_mix"):
@@ -199,6 +185,33 @@ class AdAutoMixStep(LearnedMixStep):
         loss_gen = torch.where(adversarial, -self.beta * loss_g + (1 - self.beta) * cos, loss_g)
         parts.update(loss_gen_ce=loss_g.detach(), loss_gen=loss_gen.detach(), loss_cls=loss_cls.detach())
         return loss_cls, loss_gen, parts
+
+    def _classifier_loss(self, x: torch.Tensor, y: torch.Tensor, lam_c: torch.Tensor,
+                         sources_c: torch.Tensor, x_mix_c: torch.Tensor, targets_c: Targets,
+                         parts: dict) -> torch.Tensor:
+        """Step 6: L_amce + (1-α)·L_ce + α·L_mce (N = 2: L_amce + L_ce), each term also put in
+        ``parts``. q's passes in the published order (clean, linear mix, generated mix): it sets
+        q's BatchNorm statistics.
+
+        Args:
+            x: B x 3 x H x W clean images; y: B labels; lam_c: N ratios.
+            sources_c: B x N x 3 x H x W partners; x_mix_c: B x 3 x H x W their generated mix.
+        """
+        n = len(lam_c)
+        mce_on = self.use_mce and n > 2  # the published code adds L_mce only when N > 2
+        loss_cls = x.new_zeros((), dtype=torch.float32)
+        if self.use_ce:
+            loss_ce = F.cross_entropy(self.classifier(x, head="one").float(), y)
+            loss_cls = loss_cls + ((1 - self.alpha) if mce_on else 1.0) * loss_ce
+            parts["loss_ce"] = loss_ce.detach()
+        if mce_on:
+            x_linear = (lam_c.view(1, n, 1, 1, 1).to(x.dtype) * sources_c).sum(dim=1)
+            loss_mce = mixed_cross_entropy(self.classifier(x_linear, head="mix"), targets_c)
+            loss_cls = loss_cls + self.alpha * loss_mce
+            parts["loss_mce"] = loss_mce.detach()
+        loss_amce = mixed_cross_entropy(self.classifier(x_mix_c, head="mix"), targets_c)
+        parts["loss_amce"] = loss_amce.detach()
+        return loss_cls + loss_amce
 
     def compile_whole(self, **options) -> None:
         """``torch.compile`` the device-side step (``branches``: every network pass, mix and

@@ -1,25 +1,7 @@
-"""Run an ablation study on Ray Tune: the wiring between a ``Study`` and Ray's own machinery.
-
-- Grids are Ray Tune's grid search (the seed is one more grid axis); searches are Optuna's TPE
-  sampler in Ray Tune's ``OptunaSearch``, its study kept in an Optuna journal file in the study
-  folder (https://docs.ray.io/en/latest/tune/api/suggestion.html).
-- A trial trains its resolved ``Config``: inside the trial process when it has one worker
-  (``resources.in_trial``, the default), else as a Ray Train V2 run launched from the trial, as
-  Ray's Train-in-Tune guide shows (https://docs.ray.io/en/latest/train/user-guides/hyperparameter-optimization.html).
-- One route for metrics: the engine reports each epoch's record, with the checkpoint every
-  ``train.ckpt_every`` epochs (``ray_train.ReportEpochs``: ``ray.tune.report`` in the trial,
-  or ``ray.train.report`` on the workers, passed on to Tune by Ray's ``TuneReportCallback``).
-  Tune's table, ASHA (https://arxiv.org/abs/1810.05934; counted in epochs) and the MLflow
-  logger (``tracking.StudyTracker``, in this process) all read what Tune receives.
-- Resume is Tune's own: ``Tuner.restore`` continues unfinished and errored trials; a trial starts
-  again from its last checkpoint (Tune's checkpoint, or Ray Train's run snapshot: the Train run
-  has a fixed name in the trial's folder), and finds its MLflow run again by its trial-key tag.
-- Results come from Tune's ``ResultGrid`` (last and per-epoch results); the table from
-  ``evaluation.report``, ``results.png`` from ``evaluation.figures``.
-
-The study folder ``runs/studies/<name>-<time>/`` holds ``state.json`` (the study's fingerprint
-and its MLflow ids), ``study.yaml``, ``trials/`` (Tune's experiment; ``trials/<key>/`` is each
-trial's run directory), ``optuna.log`` (a TPE search) and the results.
+"""Run an ablation study on Ray Tune: the wiring between a ``Study`` and Ray's own machinery
+(grid search or Optuna's TPE in ``OptunaSearch``, ASHA, ``Tuner.restore`` for ``--resume``, the
+MLflow logger as a Tune callback, results from Tune's ``ResultGrid``). How a study runs and what
+its folder holds: docs/studies.md ("How it runs").
 """
 from __future__ import annotations
 
@@ -32,14 +14,16 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import stopping
 from ..checkpoints import history
-from ..engine import CHECKPOINT, NonFiniteLossError, Trainer, newest_checkpoint, numeric
+from ..engine import CHECKPOINT, NonFiniteLossError, Trainer, numeric
 from ..evaluation import figures, report
 from ..runlock import RunLock
-from . import mlflow_view, tracking
-from .ray_train import ReportEpochs, connect, train_with_ray
-from .study import TRIALS, Study, StudyError, Trial
+from ..study import TRIALS, Study, StudyError, Trial
+from . import mlflow_view
+from .mlflow_model import ExportModel
+from .mlflow_store import STUDY_TAG, commit_tags, mask, resolve_tracking_uri, warn
+from .ray_train import ReportEpochs, connect, restore, train_with_ray
+from .tracking import StudyTracker
 
 STATE = "state.json"
 OPTUNA_LOG = "optuna.log"
@@ -52,16 +36,12 @@ def run_trial(config: dict, study: Study, study_dir: str) -> None:
     from ray import tune
 
     cfg = study.trial(*_point(study, config)).resolve(study_dir)  # the trial's one build
-    callbacks = [tracking.ExportModel()] if cfg.mlflow.log_model else []
+    callbacks = [ExportModel()] if cfg.mlflow.log_model else []
     if cfg.train.workers == 0:
         trainer = Trainer(cfg, callbacks=[ReportEpochs("tune"), *callbacks], quiet=True)
-        checkpoint = tune.get_checkpoint()  # set when Tune continues the trial
-        own = Path(cfg.out_dir) / CHECKPOINT
-        if checkpoint is not None:
-            with checkpoint.as_directory() as folder:
-                trainer.load_checkpoint(newest_checkpoint(Path(folder) / own.name, own))
-        elif history(own):  # a stop came before Tune recorded the trial's first checkpoint
-            trainer.resume()
+        # Tune's checkpoint when it continues the trial; else the trial's own, when a stop came
+        # before Tune recorded its first checkpoint
+        restore(trainer, tune.get_checkpoint(), bool(history(Path(cfg.out_dir) / CHECKPOINT)))
         trainer.fit()
         return
     from ray.tune.integration.ray_train import TuneReportCallback
@@ -94,7 +74,7 @@ def _finished(study: Study, config: dict, metrics: dict) -> bool:
 
 
 # ------------------------------------------------------------------------------ Tune's parts
-def _tracking_callback(tracker: tracking.StudyTracker, study: Study, study_dir: Path):
+def _tracking_callback(tracker: StudyTracker, study: Study, study_dir: Path):
     """A Tune callback that hands each trial's start, epochs and end to ``tracker``.
 
     Ray ships ``MLflowLoggerCallback``, but it cannot serve here: a restored experiment starts a
@@ -104,7 +84,7 @@ def _tracking_callback(tracker: tracking.StudyTracker, study: Study, study_dir: 
     from ray.tune import Callback
     from ray.tune.result import AUTO_RESULT_KEYS
 
-    commit = tracking.git_commit()
+    commit = commit_tags()
 
     def run_dir(trial) -> Path:
         return study_dir / TRIALS / _ident(study, trial.config).key
@@ -113,8 +93,7 @@ def _tracking_callback(tracker: tracking.StudyTracker, study: Study, study_dir: 
         def on_trial_start(self, iteration, trials, trial, **info):
             t = _ident(study, trial.config)
             tracker.trial_started(t.key, t.name, {
-                tracking.STUDY_TAG: study.name, "adautomix.setting": json.dumps(t.setting, sort_keys=True),
-                "adautomix.git_commit": commit, "mlflow.source.git.commit": commit,
+                STUDY_TAG: study.name, "adautomix.setting": json.dumps(t.setting, sort_keys=True), **commit,
                 **{f"adautomix.swept.{k}": report.format_value(v) for k, v in t.setting.items()}})
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
@@ -189,7 +168,7 @@ def make_reporter(study: Study):
                        mode=study.mode, sort_by_metric=False)
 
 
-def make_tuner(study: Study, study_dir: Path, tracker: tracking.StudyTracker | None,
+def make_tuner(study: Study, study_dir: Path, tracker: StudyTracker | None,
                max_concurrent: int):
     from ray import tune
 
@@ -276,62 +255,9 @@ def run_study(study: Study, *, study_dir: Path | None = None, resume: bool = Fal
 
 def _run_study(study: Study, study_dir: Path, resume: bool, tracking_uri: str | None, address: str | None,
                max_concurrent: int | None, out) -> Outcome:
-    if resume:
-        if not (study_dir / STATE).exists():
-            raise StudyError(f"--resume: {study_dir} holds no {STATE}")
-        state = json.loads((study_dir / STATE).read_text())
-        if state["fingerprint"] != study.fingerprint():
-            raise StudyError(f"--resume: {study_dir} was started with a different study file, "
-                             "overrides or --smoke; run without --resume to start a new study")
-        uri = _resume_uri(state["tracking_uri"], tracking_uri)
-        tracker = tracking.StudyTracker(uri, state["experiment_id"], state["parent_run_id"],
-                                        str(study_dir)) if uri else None
-        if tracker:
-            tracker.reopen()
-    else:
-        if (study_dir / STATE).exists():
-            raise StudyError(f"{study_dir} already holds a study; add --resume to continue it")
-        study_dir.mkdir(parents=True, exist_ok=True)
-        tracker = _start_tracking(study, study_dir, tracking.resolve_tracking_uri(tracking_uri))
-        _write_json(study_dir / STATE, {
-            "study": study.name, "study_file": str(study.path.resolve()), "fingerprint": study.fingerprint(),
-            "overrides": study.overrides, "smoke": study.smoke,
-            "tracking_uri": tracking.mask(tracker.uri) if tracker else None,  # no password
-            "experiment_id": tracker.experiment_id if tracker else None,
-            "parent_run_id": tracker.parent_run_id if tracker else None,
-            "started": time.strftime("%Y-%m-%d %H:%M:%S")})
-        (study_dir / "study.yaml").write_text(study.text)
-
-    import ray
-    from ray import tune
-
-    started = connect(address, study.base.train.env_vars)
-    stopping.reinstall()  # ray.init took SIGTERM over
-    # Ctrl-C: Tune's own handler stops the trials and saves the experiment's state one last time;
-    # its notices are dropped, the runner prints one line with the --resume command instead
-    notices = _TuneStopNotices()
-    logging.getLogger("ray.tune.tune").addFilter(notices)
-    try:
-        experiment = study_dir / TRIALS
-        if resume and tune.Tuner.can_restore(str(experiment)):
-            tuner = tune.Tuner.restore(str(experiment), trainable(study, study_dir),
-                                       resume_unfinished=True, resume_errored=True)
-            before = tuner.get_results().num_terminated  # finished or stopped early
-        else:
-            tuner = make_tuner(study, study_dir, tracker, max_concurrent or study.max_concurrent)
-            before = 0
-        print(f"study {study.name}: {study.total_trials()} trials, {before} finished before, "
-              f"{study.total_trials() - before} to run; folder {study_dir}", file=out, flush=True)
-        grid = tuner.fit()
-    except BaseException as err:
-        if tracker:  # a parent left RUNNING would look alive in the UI
-            tracker.study_ended([], "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED", {})
-        raise
-    finally:
-        logging.getLogger("ray.tune.tune").removeFilter(notices)
-        if started:
-            ray.shutdown()
-
+    tracker = _open(study, study_dir, resume, tracking_uri)
+    grid, before, notices = _fit(study, study_dir, resume, tracker, address,
+                                     max_concurrent or study.max_concurrent, out)
     incomplete = grid.num_terminated + grid.num_errors < study.total_trials()  # interrupted
     records, failed = _records(study, grid, incomplete)
     results = report.build(records, study.metric, study.mode, study.swept, study.reference,
@@ -350,6 +276,72 @@ def _run_study(study: Study, study_dir: Path, resume: bool, tracking_uri: str | 
                    tracker.experiment_id if tracker else None, records, failed, table,
                    study.total_trials() - before, incomplete, notices.interrupted,
                    tracker.parent_run_id if tracker else None)
+
+
+def _open(study: Study, study_dir: Path, resume: bool, tracking_uri: str | None) -> StudyTracker | None:
+    """The study folder's ``state.json``: checked against ``study`` (``resume``) or written, with
+    the study's MLflow parent run reopened or created; returns its tracker (None: no tracking)."""
+    if resume:
+        if not (study_dir / STATE).exists():
+            raise StudyError(f"--resume: {study_dir} holds no {STATE}")
+        state = json.loads((study_dir / STATE).read_text())
+        if state["fingerprint"] != study.fingerprint():
+            raise StudyError(f"--resume: {study_dir} was started with a different study file, "
+                             "overrides or --smoke; run without --resume to start a new study")
+        uri = _resume_uri(state["tracking_uri"], tracking_uri)
+        tracker = StudyTracker(uri, state["experiment_id"], state["parent_run_id"],
+                               str(study_dir)) if uri else None
+        if tracker:
+            tracker.reopen()
+        return tracker
+    if (study_dir / STATE).exists():
+        raise StudyError(f"{study_dir} already holds a study; add --resume to continue it")
+    study_dir.mkdir(parents=True, exist_ok=True)
+    tracker = _start_tracking(study, study_dir, resolve_tracking_uri(tracking_uri))
+    _write_json(study_dir / STATE, {
+        "study": study.name, "study_file": str(study.path.resolve()), "fingerprint": study.fingerprint(),
+        "overrides": study.overrides, "smoke": study.smoke,
+        "tracking_uri": mask(tracker.uri) if tracker else None,  # no password
+        "experiment_id": tracker.experiment_id if tracker else None,
+        "parent_run_id": tracker.parent_run_id if tracker else None,
+        "started": time.strftime("%Y-%m-%d %H:%M:%S")})
+    (study_dir / "study.yaml").write_text(study.text)
+    return tracker
+
+
+def _fit(study: Study, study_dir: Path, resume: bool, tracker: StudyTracker | None, address: str | None,
+         max_concurrent: int, out):
+    """Tune's run of the study (restored when ``resume`` finds Tune's state): returns its
+    ``ResultGrid``, the trials that had ended before, and its ``_TuneStopNotices`` (whether
+    Ctrl-C stopped it)."""
+    import ray
+    from ray import tune
+
+    started = connect(address, study.base.train.env_vars)
+    # Ctrl-C: Tune's own handler stops the trials and saves the experiment's state one last time;
+    # its notices are dropped, the runner prints one line with the --resume command instead
+    notices = _TuneStopNotices()
+    logging.getLogger("ray.tune.tune").addFilter(notices)
+    try:
+        experiment = study_dir / TRIALS
+        if resume and tune.Tuner.can_restore(str(experiment)):
+            tuner = tune.Tuner.restore(str(experiment), trainable(study, study_dir),
+                                       resume_unfinished=True, resume_errored=True)
+            before = tuner.get_results().num_terminated  # finished or stopped early
+        else:
+            tuner = make_tuner(study, study_dir, tracker, max_concurrent)
+            before = 0
+        print(f"study {study.name}: {study.total_trials()} trials, {before} finished before, "
+              f"{study.total_trials() - before} to run; folder {study_dir}", file=out, flush=True)
+        return tuner.fit(), before, notices
+    except BaseException as err:
+        if tracker:  # a parent left RUNNING would look alive in the UI
+            tracker.study_ended([], "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED", {})
+        raise
+    finally:
+        logging.getLogger("ray.tune.tune").removeFilter(notices)
+        if started:
+            ray.shutdown()
 
 
 class _TuneStopNotices(logging.Filter):
@@ -425,14 +417,14 @@ def _resume_uri(stored: str | None, given: str | None) -> str | None:
     ``$MLFLOW_TRACKING_URI``)."""
     if not stored:
         return None
-    if not given and tracking.mask(stored) == stored:  # no password: the stored URI is whole
+    if not given and mask(stored) == stored:  # no password: the stored URI is whole
         return stored
     if not given and not os.environ.get("MLFLOW_TRACKING_URI"):
         raise StudyError(f"--resume: this study logs to {stored}; give the URI with its password "
                          "again (--tracking-uri or $MLFLOW_TRACKING_URI)")
-    uri = tracking.resolve_tracking_uri(given)
-    if tracking.mask(uri) != stored:
-        raise StudyError(f"--resume: this study logs to {stored}, not {tracking.mask(uri)}")
+    uri = resolve_tracking_uri(given)
+    if mask(uri) != stored:
+        raise StudyError(f"--resume: this study logs to {stored}, not {mask(uri)}")
     return uri
 
 
@@ -449,14 +441,11 @@ def _write_results(study: Study, study_dir: Path, results: report.Table, table: 
     return files
 
 
-def _start_tracking(study: Study, study_dir: Path, uri: str) -> tracking.StudyTracker | None:
-    commit = tracking.git_commit()
-    b = study.base
-    tags = {tracking.STUDY_TAG: study.name, "adautomix.role": "study",
+def _start_tracking(study: Study, study_dir: Path, uri: str) -> StudyTracker | None:
+    tags = {STUDY_TAG: study.name, "adautomix.role": "study",
             "adautomix.searcher": study.searcher, "adautomix.metric": study.metric,
-            "adautomix.git_commit": commit, "mlflow.source.git.commit": commit,
-            "adautomix.study_dir": str(study_dir), "mlflow.note.content": study.description or study.name,
-            "adautomix.dataset": b.data.name}
+            **commit_tags(), "adautomix.study_dir": str(study_dir),
+            "mlflow.note.content": study.description or study.name, "adautomix.dataset": study.base.data.name}
     params = {"study.name": study.name, "study.searcher": study.searcher,
               "study.seeds": str(study.seeds), "study.metric": study.metric, "study.mode": study.mode,
               "study.trials": study.total_trials(), "study.smoke": study.smoke,
@@ -465,11 +454,10 @@ def _start_tracking(study: Study, study_dir: Path, uri: str) -> tracking.StudyTr
               **{f"study.space.{k}": str(v) for k, v in study.space.items()},
               **{f"base.{k}": v for k, v in study.overrides_base.items()}}
     try:
-        return tracking.StudyTracker.start(uri, f"ablation-{study.name}", f"study {study.name}"
-                                           + (" (smoke)" if study.smoke else ""), tags, params,
-                                           str(study_dir))
+        return StudyTracker.start(uri, f"ablation-{study.name}", f"study {study.name}"
+                                  + (" (smoke)" if study.smoke else ""), tags, params, str(study_dir))
     except Exception as err:  # noqa: BLE001 - the study runs without tracking
-        tracking.warn(uri, err, "creating the study's parent run", str(study_dir / TRIALS))
+        warn(uri, err, "creating the study's parent run", str(study_dir / TRIALS))
         return None
 
 

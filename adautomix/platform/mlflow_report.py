@@ -1,13 +1,6 @@
-"""``adautomix report STUDY_OR_EXPERIMENT``: paper-style tables and plots from the runs in MLflow.
-
-The runs are read with MLflow's client API (``MlflowClient.search_runs``, ``download_artifacts``):
-a study's experiment is ``ablation-<study>`` and its trials are the children of its latest parent
-run; any other experiment (e.g. ``train-digits`` of ``adautomix train --tracking-uri``) gives
-all its finished runs. Each run becomes a plain record (its resolved config from its params, its
-last metrics, its headline metric's history, its ``eval.json`` artifact) and
-``evaluation/report.py`` builds the table (with the study's metric, mode and reference when the
-runs are a study's; else top1, higher is better, the first setting), ``evaluation/figures.py``
-the curves and ``evaluation/comparison.py`` the paper-style extras. Only finished runs count.
+"""``adautomix report STUDY_OR_EXPERIMENT``: a study's (or any experiment's) finished runs, read
+from MLflow with its client API, as plain records for ``evaluation/report.py``'s table and the
+plots of ``evaluation/figures.py`` and ``comparison.py``; what it writes: docs/evaluation.md.
 """
 from __future__ import annotations
 
@@ -19,7 +12,7 @@ import yaml
 
 from ..evaluation import comparison, figures
 from ..evaluation import report as tables
-from . import tracking
+from .mlflow_store import client, error_line, mask, resolve_tracking_uri
 
 
 class ReportError(ValueError):
@@ -108,16 +101,15 @@ def report(name: str, tracking_uri: str | None = None, out: str | Path | None = 
 
     stream = stream or sys.stdout
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no bar per eval.json
-    uri = tracking.resolve_tracking_uri(tracking_uri)
-    c = tracking.client(uri)
+    uri = resolve_tracking_uri(tracking_uri)
+    c = client(uri)
     try:
         exp = find_experiment(c, name)
         recs, swept, what, headline = records(c, exp)
     except ReportError:
         raise
     except Exception as err:  # noqa: BLE001 - the store cannot be read
-        raise ReportError(f"cannot read the tracking store {tracking.mask(uri)}: {type(err).__name__}: "
-                          f"{tracking.first_line(err)}") from None
+        raise ReportError(f"cannot read the tracking store {mask(uri)}: {error_line(err, uri)}") from None
     if not recs:
         raise ReportError(f"{what}: no finished runs to report")
     keys = comparison.setting_keys(recs, swept)
@@ -134,7 +126,7 @@ def report(name: str, tracking_uri: str | None = None, out: str | Path | None = 
         files.append(save_occlusion_curve(out / "occlusion.png", curves, errors))
     reliability = comparison.save_reliability_grid(out / "reliability.png", table.rows)
     files += [reliability] if reliability else []
-    text = [f"# {name}", "", f"From {what} at {tracking.mask(uri)}: {len(recs)} finished runs.", "",
+    text = [f"# {name}", "", f"From {what} at {mask(uri)}: {len(recs)} finished runs.", "",
             tables.markdown(table), "", "![curves](curves.png)"]
     per_type = comparison.corruption_table(table.rows)
     if per_type:

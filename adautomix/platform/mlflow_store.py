@@ -123,8 +123,7 @@ def backfill(c, run_id: str, records: Iterable[dict], before: int | None = None)
 
 def warn(uri: str, err: BaseException, what: str, where: str | None = None, retry: bool = False) -> None:
     """The one clear message a tracking failure gets (training goes on); the URI is masked."""
-    first = first_line(err).replace(uri, mask(uri))
-    lines = [f"WARNING: MLflow tracking failed ({what}) at {mask(uri)}: {type(err).__name__}: {first}",
+    lines = [f"WARNING: MLflow tracking failed ({what}) at {mask(uri)}: {error_line(err, uri)}",
              "  training continues; " + ("what is not logged is kept and sent when the store answers again"
                                          if retry else "MLflow logging is off for this study")]
     if where:
@@ -132,8 +131,16 @@ def warn(uri: str, err: BaseException, what: str, where: str | None = None, retr
     print("\n".join(lines), file=sys.stderr, flush=True)
 
 
-def first_line(err: BaseException) -> str:
-    return str(err).strip().splitlines()[0] if str(err).strip() else ""
+def error_line(err: BaseException, uri: str) -> str:
+    """``Type: first line of the message``, the URI's password masked: how an error is shown."""
+    first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    return f"{type(err).__name__}: {first.replace(uri, mask(uri))}"
+
+
+def commit_tags() -> dict[str, str]:
+    """The code's commit, as this project's tag and as MLflow's own (the UI shows the latter)."""
+    commit = git_commit()
+    return {TAG_PREFIX + "git_commit": commit, "mlflow.source.git.commit": commit}
 
 
 def git_commit() -> str:

@@ -1,28 +1,7 @@
-"""The MLflow page a study's URL opens: every trial with its setting and headline metric, and each
-trial's curve of it, with no clicks (https://mlflow.org/docs/latest/ml/tracking/).
-
-MLflow's UI keeps the state of an experiment's runs page (search, order, grouping, columns,
-charts) in the browser; its *Share* button stores that state as an experiment tag
-``mlflow.sharedViewState.<key>`` and links to ``#/experiments/<id>/runs?viewStateShareKey=<key>``,
-which opens the page in that state for anyone. A study writes such a view itself when it ends
-(``publish``), keyed by its parent run's id:
-
-- the runs of this study only (a ``searchFilter`` on the tag ``adautomix.study_run`` that the
-  parent and its trials carry), grouped by the swept values (the group row shows the setting's
-  mean headline metric over seeds), trials ordered by the headline metric;
-- the chart tab, with the headline metric against epoch (one line per trial) and its last value
-  per trial as bars, every trial shown (MLflow shows the first 10 otherwise);
-- columns: the headline metric and the swept values.
-
-Why not the parent-child nesting: the runs table nests a trial under its parent only when sorted
-by start time, and shows it only when the parent row is expanded, which a shared view cannot set
-(MLflow leaves ``runsExpanded`` out of it); the charts follow the rows shown. The trials stay the
-parent's children (``mlflow.parentRunId``): the plain runs page still nests them, a trial's page
-links to its parent, and the parent run, in the view's "additional runs" group, carries the
-study's summary (``log_summary``): per-setting aggregates as metrics, ``results.md``,
-``results.csv`` and the curves ``results.png`` as artifacts.
-
-Nothing here imports Ray; ``c`` is an ``MlflowClient``.
+"""The MLflow page a study's URL opens with no clicks: MLflow's own shared view (what the UI's
+*Share* button stores as the experiment tag ``mlflow.sharedViewState.<key>``), written when the
+study ends, keyed by its parent run's id. What the view shows, and why it groups by setting
+instead of nesting trials under the parent: docs/mlflow.md. ``c`` is an ``MlflowClient``.
 """
 from __future__ import annotations
 
@@ -30,6 +9,7 @@ import csv
 import json
 import math
 import re
+import time
 from pathlib import Path
 from urllib.parse import quote
 
@@ -43,17 +23,12 @@ SECTION = "adautomix"  # the uuid of the view's chart section
 _NAME_UNSAFE = re.compile(r"[^\w.\- /]")  # metric names: MLflow allows [/\w.\- ] everywhere
 
 
-def view_key(parent_run_id: str) -> str:
-    """The share key of a study's view: its parent run's id."""
-    return parent_run_id
-
-
 def study_url(uri: str, experiment_id: str, parent_run_id: str) -> str:
     """The URL of the study's view: the experiment's runs page (``mlflow_store.runs_url``) in the
     state ``publish`` stored, on its chart tab."""
     from .mlflow_store import runs_url
 
-    return (f"{runs_url(uri, experiment_id)}&viewStateShareKey={quote(view_key(parent_run_id))}"
+    return (f"{runs_url(uri, experiment_id)}&viewStateShareKey={quote(parent_run_id)}"
             "&compareRunsMode=CHART")
 
 
@@ -111,7 +86,7 @@ def publish(c, experiment_id: str, parent_run_id: str, metric: str, mode: str, s
         c.set_tag(run_id, STUDY_RUN_TAG, parent_run_id)
     c.set_experiment_tag(experiment_id, PRIMARY_METRIC_TAG, metric)
     state = view_state(parent_run_id, metric, mode, swept, len(children))
-    c.set_experiment_tag(experiment_id, SHARED_VIEW_TAG_PREFIX + view_key(parent_run_id),
+    c.set_experiment_tag(experiment_id, SHARED_VIEW_TAG_PREFIX + parent_run_id,
                          json.dumps(state, separators=(",", ":")))
 
 
@@ -142,20 +117,13 @@ def _about(column: str, metric: str) -> bool:
 
 def finish(c, experiment_id: str, parent_run_id: str, *, results_csv: Path | None, metric: str,
            mode: str, swept: list[str]) -> None:
-    """At the end of a study: its summary on the parent run, then its view (``study_url``)."""
-    log_summary(c, parent_run_id, results_csv, swept, metric)
-    publish(c, experiment_id, parent_run_id, metric, mode, swept)
-
-
-def log_summary(c, parent_run_id: str, results_csv: Path | None, swept: list[str], metric: str) -> None:
-    """The per-setting aggregates of ``results_csv`` as metrics of the parent run."""
+    """At the end of a study: the per-setting aggregates of ``results_csv`` as metrics of the
+    parent run (``log_batch`` splits them into calls of MLflow's batch limit), then the study's
+    view (``study_url``)."""
     from mlflow.entities import Metric
 
-    if results_csv is None or not Path(results_csv).exists():
-        return
-    import time
-
-    now = int(time.time() * 1000)
-    items = [Metric(k, v, now, 0) for k, v in summary_metrics(results_csv, swept, metric).items()]
-    for i in range(0, len(items), 1000):  # MLflow's log_batch limit
-        c.log_batch(parent_run_id, metrics=items[i:i + 1000])
+    if results_csv is not None and Path(results_csv).exists():
+        now = int(time.time() * 1000)
+        c.log_batch(parent_run_id, metrics=[
+            Metric(k, v, now, 0) for k, v in summary_metrics(results_csv, swept, metric).items()])
+    publish(c, experiment_id, parent_run_id, metric, mode, swept)

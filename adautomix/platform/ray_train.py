@@ -1,32 +1,8 @@
-"""Ray Train: the engine's ``Trainer`` on N data-parallel workers (Ray Train V2 ``TorchTrainer``).
-
-Each worker builds the same ``Trainer`` as the in-process path, with its rank, its shard of every
-global batch (``data/datasets.py``) and the step module wrapped in DistributedDataParallel, so the
-gradients of everything that learns (classifier, and AdAutoMix's generator) are all-reduced in
-the one backward of each step. The EMA teacher is updated from identical classifier weights on
-every rank, so it stays identical without being broadcast. Only rank 0 writes the run directory.
-
-Reports: after every epoch each rank calls ``ray.train.report`` with the epoch's record
-(``ReportEpochs``); every ``train.ckpt_every`` epochs rank 0 hands over the folder of
-``out_dir/checkpoints/last.pt``, which it has just written. When a worker dies, Ray Train restarts
-the group and the new workers resume from ``ray.train.get_checkpoint()``, so the epoch count
-continues. Ray Train's ``FailureConfig`` keeps three budgets: ``train.max_failures`` (workers that
-died), ``train.max_preemption_failures`` (preempted nodes; Ray's preemption watcher is on) and
-``train.controller_failure_limit`` (worker-group starts that found no room within
-``train.worker_start_timeout_s``, e.g. after a node was lost on a cluster without an autoscaler).
-The run has a fixed name and its storage in ``out_dir/ray/``, so a later launch of the same run
-(``--resume``, or a Tune trial continued by ``Tuner.restore``) is restored by Ray Train from its
-snapshot; ``last.pt`` serves ``--resume`` when Ray's storage is gone.
-
-Cluster: ``address`` (or ``RAY_ADDRESS``) joins a running cluster, otherwise a local one is started
-with its dashboard on 127.0.0.1; ``RAY_AUTH_MODE=token`` either way, and the token file readable by
-its owner only. Inside a Ray job or task (a Tune trial) the existing connection is used as it is.
-Every worker gets MLflow's credentials and ``train.env_vars`` from the driver (Ray's runtime
-environment). For several nodes, ``out_dir`` must be a path every node sees (NFS or similar): Ray
-Train's checkpoint storage lives under it, and each worker checks that it sees the driver's
-launch id there before training.
-
-Ray Train: https://docs.ray.io/en/latest/train/train.html
+"""Ray Train: the engine's ``Trainer`` on N data-parallel workers (Ray Train V2 ``TorchTrainer``,
+https://docs.ray.io/en/latest/train/train.html). The driver connects to (or starts) the cluster
+and launches the run; each worker trains its shard of every global batch under DDP and reports
+each epoch. How the batch is split, the failure budgets, the run's fixed name and storage, token
+authentication and shared ``out_dir``: docs/ray-train.md.
 """
 from __future__ import annotations
 
@@ -137,13 +113,6 @@ class ReportEpochs(Callback):
                          delete_local_checkpoint_after_upload=False)
 
 
-def _torch_threads(cfg: Config) -> int:
-    """``train.threads``, else the CPUs Ray gives each worker (at least 1)."""
-    if cfg.train.threads:
-        return cfg.train.threads
-    return max(1, int(cfg.train.resources_per_worker.get("CPU", 1)))
-
-
 def _worker_loop(config: dict) -> None:
     """What each Ray Train worker runs: build the Trainer, restore a checkpoint if any, fit."""
     import ray.train
@@ -157,7 +126,8 @@ def _worker_loop(config: dict) -> None:
     logging.getLogger().setLevel(logging.WARNING)
     context = ray.train.get_context()
     rank, world_size = context.get_world_rank(), context.get_world_size()
-    torch.set_num_threads(_torch_threads(cfg))
+    # train.threads, else the CPUs Ray gives each worker (at least 1)
+    torch.set_num_threads(cfg.train.threads or max(1, int(cfg.train.resources_per_worker.get("CPU", 1))))
     device = ray.train.torch.get_device() if cfg.train.use_gpu else torch.device("cpu")
     if device.type == "cuda":
         torch.cuda.set_device(device)
@@ -177,18 +147,23 @@ def _worker_loop(config: dict) -> None:
                           quiet=config["quiet"])
         # set when Ray Train restarted the group after a failure, or a launch with this run's
         # name and storage finds the run's snapshot (a Tune trial continued by Tuner.restore)
-        restored = ray.train.get_checkpoint()
-        own = Path(cfg.out_dir) / CHECKPOINT
-        if restored is not None:
-            with restored.as_directory() as folder:
-                trainer.load_checkpoint(newest_checkpoint(Path(folder) / own.name, own))
-        elif cfg.train.resume:
-            trainer.resume()
+        restore(trainer, ray.train.get_checkpoint(), cfg.train.resume)
         trainer.fit()
     except (DataError, ConfigError, CheckpointError, CheckpointWriteError, NonFiniteLossError, InitError):
         # the driver prints these as one line; Ray Train would log the worker's traceback first
         ray_private.mute_worker_tracebacks()
         raise
+
+
+def restore(trainer: Trainer, checkpoint, resume: bool) -> None:
+    """Start from Ray's ``checkpoint`` of the run (or the run's own ``last.pt`` when that is
+    newer) when Ray has one, else from the run's own when ``resume``."""
+    own = Path(trainer.cfg.out_dir) / CHECKPOINT
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            trainer.load_checkpoint(newest_checkpoint(Path(folder) / own.name, own))
+    elif resume:
+        trainer.resume()
 
 
 def _check_run_dir_visible(cfg: Config, launch: str) -> None:
@@ -226,20 +201,15 @@ def use_token_auth() -> None:
         ray_private.refresh_auth_mode()
 
 
-def token_path() -> Path | None:
-    """The token file Ray uses (``RAY_AUTH_TOKEN_PATH``, else ``~/.ray/auth_token``); None when
-    the token comes from ``RAY_AUTH_TOKEN``."""
+def secure_token_file(create: bool) -> Path | None:
+    """Make the token file Ray uses (``RAY_AUTH_TOKEN_PATH``, else ``~/.ray/auth_token``)
+    readable by its owner only (0600): a new one is created so (with ``create``, before a local
+    cluster starts, where Ray would make it with the umask's mode); an existing one of this user
+    is tightened. Returns the path; None when the token comes from ``RAY_AUTH_TOKEN``."""
     if os.environ.get("RAY_AUTH_TOKEN"):
         return None
-    return Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token").expanduser()
-
-
-def secure_token_file(create: bool) -> Path | None:
-    """Make the token file readable by its owner only (0600): a new one is created so (with
-    ``create``, before a local cluster starts, where Ray would make it with the umask's mode);
-    an existing one of this user is tightened. Returns the path."""
-    path = token_path()
-    if path is None or os.environ.get("RAY_AUTH_MODE", "").lower() != "token":
+    path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token").expanduser()
+    if os.environ.get("RAY_AUTH_MODE", "").lower() != "token":
         return path
     if create and not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -298,6 +268,7 @@ def connect(address: str | None, env_vars: list[str] | tuple[str, ...] = ()) -> 
     try:
         with ray_private.token_notice_muted():
             ray.init(address=address or "local", **quiet)
+        stopping.reinstall()  # ray.init took SIGTERM over
     except (ConnectionError, ray.exceptions.AuthenticationError) as err:
         hint = ""
         if os.environ.get("RAY_AUTH_MODE", "").lower() != "token":
@@ -366,7 +337,7 @@ def check_store_reachable(uri: str, cfg: Config, address: str | None) -> None:
     ``adautomix train --tracking-uri`` logs from rank 0, which may run on any node, where a
     SQLite file or folder of the driver's machine does not exist (and SQLite on a network file
     system is unsafe). Connects to the cluster (``train_with_ray`` then reuses the connection)."""
-    from .tracking import is_local_store, mask
+    from .mlflow_store import is_local_store, mask
 
     if not is_local_store(uri):
         return
@@ -395,10 +366,6 @@ def train_with_ray(cfg: Config, address: str | None = None, callbacks: list[Call
                    keep_storage: bool = False) -> dict:
     """Train ``cfg`` with ``cfg.train.workers`` Ray Train workers; returns the summary.
 
-    Ray Train's storage for the run is ``out_dir/ray/train`` (a fixed name): a later launch of
-    the same run, e.g. a Tune trial continued by ``Tuner.restore``, is restored by Ray Train from
-    its snapshot, and the workers start from the last reported checkpoint.
-
     Args:
         cfg: validated config with ``train.workers >= 1``; the global batch
             ``train.batch_size`` is split evenly: each worker takes ``batch_size / workers``.
@@ -408,9 +375,10 @@ def train_with_ray(cfg: Config, address: str | None = None, callbacks: list[Call
         quiet: no progress lines.
         run_callbacks: Ray Train callbacks of the run (e.g. Ray's ``TuneReportCallback`` when
             the run is a Tune trial).
-        keep_storage: keep Ray Train's storage when the run has finished (a study keeps it, so a
-            restored trial that had finished is not trained again); by default it is removed,
-            since it only duplicates ``checkpoints/last.pt``.
+        keep_storage: keep Ray Train's storage (``out_dir/ray/train``, from which a later launch
+            of the run is restored) when the run has finished (a study keeps it, so a restored
+            trial that had finished is not trained again); by default it is removed, since it
+            only duplicates ``checkpoints/last.pt``.
 
     Returns:
         The summary written to ``metrics.json`` (as ``engine.train`` returns it).
@@ -427,11 +395,9 @@ def _train_with_ray(cfg: Config, address: str | None, callbacks: list[Callback] 
                     run_callbacks: list | None, keep_storage: bool) -> dict:
     out = check_run_dir(cfg)
     _set_ray_train_env(cfg.train)
-    use_token_auth()
+    connect(address, cfg.train.env_vars)  # token authentication before Ray is imported
     import ray.train
 
-    connect(address, cfg.train.env_vars)
-    stopping.reinstall()  # ray.init took SIGTERM over
     check_cluster_fits(cfg)
     write_config(cfg)
     trainer = _torch_trainer(cfg, list(callbacks or []), quiet, list(run_callbacks or []),

@@ -19,9 +19,9 @@ from .mlflow_store import (
     TAG_PREFIX,
     backfill,
     client,
+    commit_tags,
     epoch_metrics,
     experiment,
-    git_commit,
     log_params,
     resolve_tracking_uri,
     runs_url,
@@ -125,11 +125,9 @@ def train_logged(cfg, uri: str, train_fn) -> dict:
             c.update_run(run_id, status="RUNNING")
             print(f"MLflow: continuing run {run_id}", flush=True)
         else:
-            commit = git_commit()
             run_id = c.create_run(exp_id, run_name=f"{cfg.method.name}-{cfg.data.name} seed={cfg.seed}", tags={
                 TAG_PREFIX + "method": cfg.method.name, TAG_PREFIX + "seed": str(cfg.seed),
-                TAG_PREFIX + "dataset": cfg.data.name, TAG_PREFIX + "git_commit": commit,
-                "mlflow.source.git.commit": commit,
+                TAG_PREFIX + "dataset": cfg.data.name, **commit_tags(),
                 **({TAG_PREFIX + "out_dir": out_dir} if out_dir else {})}).info.run_id
             log_params(c, run_id, params(cfg))  # from the Config object
     except Exception as err:  # noqa: BLE001 - training goes on without MLflow

@@ -1,14 +1,7 @@
-"""MLflow tracking of an ablation study (single runs: ``run_logger.py``).
-
-One model-training experiment per study, one parent run, one nested child run per trial.
-``StudyTracker`` logs in the study's driver what Ray Tune hands it: each epoch's record as the
-trial reports it (the one route of a trial's epochs), then the trial's files, model and status.
-A trial continued by ``--resume`` finds its run again by its trial-key tag; the epochs that run
-lacks (a driver killed before it logged them) are back-filled from the trial's ``metrics.jsonl``,
-the outage path. The best trial's model is registered as the study's ``champion``.
-
-Tracking trouble never stops training: the first failure prints one warning (the URI's password
-masked); what could not be logged is kept and sent when the store answers again.
+"""MLflow tracking of an ablation study (single runs: ``run_logger.py``): one experiment per study,
+one parent run, one child run per trial, logged in the study's driver from what Ray Tune hands
+it; tracking trouble never stops training. What is logged and how an outage is survived:
+docs/mlflow.md.
 """
 from __future__ import annotations
 
@@ -21,29 +14,20 @@ from typing import Any
 import yaml
 
 from ..config import flatten
-from .mlflow_model import CHAMPION, ExportModel, log_run_files, register
+from .mlflow_model import CHAMPION, log_run_files, register
 from .mlflow_store import (
     MODEL_URI_TAG,
-    STUDY_TAG,
     TAG_PREFIX,
     TRIAL_KEY_TAG,
     backfill,
     client,
     epoch_metrics,
+    error_line,
     experiment,
-    first_line,
-    git_commit,
-    is_local_store,
     log_params,
     mask,
-    resolve_tracking_uri,
-    runs_url,
-    ui_command,
     warn,
 )
-
-__all__ = ["STUDY_TAG", "ExportModel", "StudyTracker", "client", "first_line", "git_commit",  # for the study
-           "is_local_store", "mask", "resolve_tracking_uri", "runs_url", "ui_command", "warn"]
 
 RETRY_S = 10.0  # while the store is down, try again at most this often
 FINAL_WAIT_S = 120.0  # how long the end of a study waits for a store that is down
@@ -231,7 +215,7 @@ class StudyTracker:
             register(self.uri, c, found[0].info.run_id, model_uri, name, key)
         except Exception as err:  # noqa: BLE001 - a store without a model registry: the rest is logged
             print(f"WARNING: MLflow: the best model could not be registered as {name}@{CHAMPION} "
-                  f"at {mask(self.uri)}: {type(err).__name__}: {first_line(err).replace(self.uri, mask(self.uri))}"
+                  f"at {mask(self.uri)}: {error_line(err, self.uri)}"
                   f"; it stays logged in its run ({model_uri})", file=sys.stderr, flush=True)
             return
         c.set_tag(self.parent_run_id, TAG_PREFIX + "champion", f"models:/{name}@{CHAMPION}")

@@ -1,37 +1,10 @@
 """Ablation studies: a declarative YAML file -> a validated ``Study`` -> its trials, each with the
-overrides of its ``Config``.
+overrides of its ``Config``; the file's keys and their precedence are in docs/studies.md.
 
-The paper's ablations (Adversarial AutoMixup, Qin et al., ICLR 2024,
-https://arxiv.org/abs/2312.11954, §4 "Ablation": Tables 5, 8, 9, 10, Figures 6 and 10) are each
-one small file in ``ablations/``. A study file holds::
-
-    name: n_mix                    # optional; default: the file name
-    description: "..."             # optional, shown in the MLflow parent run
-    preset: cifar100-r18           # optional: the base starts from a preset (adautomix train --list-presets)
-    base: {method: {name: adautomix}, train: {epochs: 200}}   # a (partial) config tree (on top of the preset)
-    space: {method.n_mix: [2, 3, 4, 5]}     # dotted config key -> values (grid) or a distribution
-    #   or named variants, each a set of overrides (grid only), e.g. the module ablation:
-    #   space: {variant: {basic: {method.use_ce: false, ...}, full: {}}}
-    searcher: grid                 # grid (Ray Tune's grid search) | tpe (Optuna's TPE sampler)
-    seeds: 3                       # runs per setting: an int N (seeds 0..N-1) or a list of seeds
-                                   # (tpe: one seed; each sampled setting runs once)
-    num_samples: 20                # tpe only: how many settings to try
-    tpe: {seed: 0, n_startup_trials: 10, multivariate: false, constant_liar: true}  # tpe only
-    metric: top1_median_last10     # what the table, the plot and the searcher rank by
-    mode: max
-    reference: vanilla             # grid only: the setting the others are compared with (its
-                                   # value, or {swept key: value, ...}); default: the first
-    resources: {workers: 1, cpus_per_worker: 1, gpus_per_worker: 0, in_trial: true}
-    #   gpus_per_worker: 0.25 lets four one-worker trials share a GPU (Ray's fractional GPUs)
-    scheduler: {name: asha, grace_period: 2, reduction_factor: 2}   # optional (early stopping)
-    max_concurrent: 2              # trials running at once
-    smoke: {train.epochs: 2}       # optional extra overrides for --smoke
-
-A trial carries its overrides (the base's, its setting's, its seed) and resolves its config once,
-where it runs (``Trial.resolve``, in the Tune trial process). Here the base config is built, and a
-grid's points once each (not per seed) to check them, a TPE space's bounds likewise. Everything
-that can be checked before Ray starts is: a bad file raises ``StudyError`` naming the key.
-Nothing in this module imports Ray, Optuna or MLflow.
+Each trial resolves its config once, where it runs (``Trial.resolve``); here only the base config
+and each grid point (once, not per seed) or a TPE space's bounds are built, to check them, so a bad
+file raises ``StudyError`` naming the key before Ray starts. Nothing here imports Ray, Optuna or
+MLflow.
 """
 from __future__ import annotations
 
@@ -45,8 +18,8 @@ from typing import Any
 
 import yaml
 
-from ..config import Config, ConfigError, flatten, load_config, parse_overrides, preset_items, to_dict
-from ..evaluation.report import format_value, short_key
+from .config import Config, ConfigError, flatten, load_config, parse_overrides, preset_items, to_dict
+from .evaluation.report import format_value, short_key
 
 SEARCHERS = ("grid", "tpe")
 MODES = ("max", "min")
