@@ -15,27 +15,15 @@ import torch
 import torch.nn.functional as F
 
 from adautomix.methods.adautomix import AdAutoMixStep
-from adautomix.methods.generator import MixGenerator
 from adautomix.methods.teacher import PUBLISHED_ITERATIONS, ema_momentum, scaled_schedule
-from adautomix.models.cifar_resnet import build_classifier
 
-from step_recorder import Recorder
+from step_recorder import Recorder, tiny_adautomix_step
 
 B, K, SIZE = 6, 5, 16
 
 
 def make_step(seed: int = 0, **kwargs) -> AdAutoMixStep:
-    torch.manual_seed(seed)
-    classifier = build_classifier("resnet18", 0.125, K, heads=("one", "mix"))
-    with torch.no_grad():  # zero_init_residual leaves γ = 0: give every block a non-trivial path
-        for p in classifier.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    generator = MixGenerator(classifier.backbone.stage3_channels)
-    for conv in (generator.conv_q.conv, generator.conv_k.conv, generator.conv_v):
-        torch.nn.init.normal_(conv.weight, 0, 0.2)  # masks far from uniform
-    step = AdAutoMixStep(classifier, generator, **kwargs)
-    step.rng = torch.Generator().manual_seed(seed + 1)
-    return step.train()
+    return tiny_adautomix_step(K, seed, **kwargs)
 
 
 def batch(seed: int = 3):

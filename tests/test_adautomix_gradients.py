@@ -17,28 +17,16 @@ import torch
 import torch.nn.functional as F
 
 from adautomix.methods.adautomix import AdAutoMixStep
-from adautomix.methods.generator import MixGenerator
-from adautomix.models.cifar_resnet import build_classifier
 
-from step_recorder import Recorder
+from step_recorder import Recorder, tiny_adautomix_step
 
 B, K, SIZE = 6, 5, 16
 
 
 def make_step(seed: int = 0, **kwargs) -> AdAutoMixStep:
-    """A tiny step with non-trivial weights; ``lam_margin=0`` so that the classifier branch always
-    uses the generator's masks (never plain mixup), unless a test asks otherwise."""
-    torch.manual_seed(seed)
-    classifier = build_classifier("resnet18", 0.125, K, heads=("one", "mix"))
-    with torch.no_grad():  # zero_init_residual leaves γ = 0: give every block a non-trivial path
-        for p in classifier.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    generator = MixGenerator(classifier.backbone.stage3_channels)
-    for conv in (generator.conv_q.conv, generator.conv_k.conv, generator.conv_v):
-        torch.nn.init.normal_(conv.weight, 0, 0.2)  # masks far from uniform
-    step = AdAutoMixStep(classifier, generator, **{"lam_margin": 0.0, **kwargs})
-    step.rng = torch.Generator().manual_seed(seed + 1)
-    return step.train()
+    """A tiny step; ``lam_margin=0`` so that the classifier branch always uses the generator's
+    masks (never plain mixup), unless a test asks otherwise."""
+    return tiny_adautomix_step(K, seed, **{"lam_margin": 0.0, **kwargs})
 
 
 def batch(seed: int = 3):
