@@ -120,7 +120,7 @@ def quiet_end(done) -> None:
 
 
 # ------------------------------------------------------------------------------ study files
-EXPECTED_TRIALS = {"default": 9, "n_mix": 12, "alpha": 15, "beta": 15, "lambda": 15,
+EXPECTED_TRIALS = {"default": 15, "n_mix": 12, "alpha": 15, "beta": 15, "lambda": 15,
                    "modules": 12, "adversarial": 6, "methods": 36, "hpo": 24}
 
 
@@ -182,15 +182,15 @@ def test_overrides_reach_the_base_config_of_every_trial():
 def test_each_trial_carries_its_own_resolved_config_and_defaults_come_from_config():
     study = load_study(REPO / "ablations" / "default.yaml")
     configs = [t.config for t in study.trials()]
-    assert len({id(c) for c in configs}) == 9, "no config object is shared between trials"
+    assert len({id(c) for c in configs}) == 15, "no config object is shared between trials"
     assert [(c.method.name, c.seed) for c in configs] == \
-        [(m, s) for m in ("vanilla", "mixup", "adautomix") for s in (0, 1, 2)]
-    assert study.trial({"method.name": "mixup"}, 1) is study.trials()[4]
+        [(m, s) for m in ("vanilla", "mixup", "adautomix") for s in range(5)]
+    assert study.trial({"method.name": "mixup"}, 1) is study.trials()[6]
     # one worker trains inside the trial process, with the trial's CPUs as torch threads
     assert all((c.train.workers, c.train.threads) == (0, 1) for c in configs)
     # a key the study file leaves out keeps the Config default (not a guess of the runner)
     assert configs[0].train.max_failures == Config().train.max_failures
-    assert configs[3].method.mix_lambda == 1.0  # mixup's λ from the method registry
+    assert configs[5].method.mix_lambda == 1.0  # mixup's λ from the method registry
 
 
 def test_ray_train_runs_one_worker_when_asked_and_tpe_settings_are_explicit(tmp_path):
