@@ -1,4 +1,6 @@
-"""One writer per run directory (and per study folder): an advisory lock held for the whole run.
+"""One writer per run directory (and per study folder): an advisory lock held for the whole run;
+and, for a run whose workers are other processes on other nodes, the launch id that proves each
+worker sees the driver's run directory (``write_launch_id``, ``check_launch_id``).
 
 The lock is ``filelock``'s (https://py-filelock.readthedocs.io): ``flock`` on the file
 ``.adautomix.lock`` in the folder. The kernel drops it when the holding process ends, however it
@@ -20,15 +22,44 @@ import os
 import socket
 import sys
 import time
+import uuid
 from pathlib import Path
+
+from .config import ConfigError
 
 LOCK = ".adautomix.lock"
 HOLDER = ".adautomix.lock.json"
+LAUNCH_ID = "ray/launch.id"  # in the run directory, written by the driver at each launch
 _HELD: set[Path] = set()  # folders this process holds: a nested RunLock on one of them is a no-op
 
 
 class LockedError(RuntimeError):
     """The folder is held by another process (the message names it)."""
+
+
+class RunDirNotShared(ConfigError):
+    """A worker cannot see the run directory the driver wrote (out_dir is not shared storage)."""
+
+
+def write_launch_id(out: Path) -> str:
+    """A new launch id, written into the run directory ``out`` (``LAUNCH_ID``) by the driver."""
+    launch = uuid.uuid4().hex
+    (out / LAUNCH_ID).parent.mkdir(parents=True, exist_ok=True)
+    (out / LAUNCH_ID).write_text(launch + "\n")
+    return launch
+
+
+def check_launch_id(out: Path, launch: str) -> None:
+    """Raise ``RunDirNotShared`` unless this worker reads the id of the driver's ``launch`` in ``out``."""
+    try:
+        seen = (out / LAUNCH_ID).read_text().strip()
+    except OSError:
+        seen = None
+    if seen != launch:
+        raise RunDirNotShared(
+            f"out_dir {out} is not the driver's run directory on node {socket.gethostname()}: "
+            f"{out / LAUNCH_ID} is {'missing' if seen is None else 'from another launch'}. With several nodes, "
+            "out_dir must be on storage every node sees at the same path (NFS, EFS, ...)")
 
 
 def _missing_ancestors(folder: Path) -> list[Path]:

@@ -69,7 +69,6 @@ class Trial:
     seed: int
     overrides: dict[str, Any] = field(default_factory=dict, repr=False)  # the config's, all of them
     epochs: int | None = None  # train.epochs of its setting (grid: known from the check at load)
-    _config: Config | None = field(default=None, repr=False, compare=False)
 
     @property
     def key(self) -> str:
@@ -85,13 +84,6 @@ class Trial:
         ``study_dir/trials/<key>`` (absolute), else ``trials/<key>``."""
         out_dir = Path(study_dir or "") / TRIALS / self.key
         return load_config(overrides={**self.overrides, "out_dir": str(out_dir)})
-
-    @property
-    def config(self) -> Config:
-        """``resolve()``, built on first use and kept."""
-        if self._config is None:
-            self._config = self.resolve()
-        return self._config
 
 
 def trial_key(setting: dict[str, Any], seed: int) -> str:
@@ -162,6 +154,16 @@ class Study:
                            "searcher": self.searcher, "seeds": self.seeds, "tpe": self.tpe,
                            "num_samples": self.num_samples}, sort_keys=True, default=str)
         return hashlib.sha1(blob.encode()).hexdigest()[:12]
+
+    def params(self) -> dict[str, Any]:
+        """The study as flat params (its parent run's in MLflow): how it searches and ranks,
+        and the base overrides every trial shares."""
+        return {"study.name": self.name, "study.searcher": self.searcher, "study.seeds": str(self.seeds),
+                "study.metric": self.metric, "study.mode": self.mode, "study.trials": self.total_trials(),
+                "study.smoke": self.smoke, "study.reference": json.dumps(self.reference, sort_keys=True),
+                **{f"study.tpe.{k}": v for k, v in self.tpe.items()},
+                **{f"study.space.{k}": str(v) for k, v in self.space.items()},
+                **{f"base.{k}": v for k, v in self.overrides_base.items()}}
 
 
 def _fail(path: Path, key: str, message: str) -> None:

@@ -162,7 +162,7 @@ def test_dry_run_lists_every_trial_of_each_shipped_study(path, capsys):
 def test_smoke_keeps_the_study_but_shrinks_each_trial():
     study = load_study(REPO / "ablations" / "n_mix.yaml", smoke=True)
     assert [t.setting["method.n_mix"] for t in study.trials()] == [2, 3, 4, 5]
-    cfg = study.trials()[0].config
+    cfg = study.trials()[0].resolve()
     assert (cfg.train.epochs, cfg.data.limit_train, cfg.model.width) == (2, 256, 0.125)
     assert cfg.method.name == "adautomix"
 
@@ -172,7 +172,7 @@ def test_overrides_reach_the_base_config_of_every_trial():
                        ["data.name=cifar100", "data.root=/data", "train.epochs=800", "train.workers=4",
                         "train.use_gpu=true"])
     for trial in study.trials():
-        cfg = trial.config
+        cfg = trial.resolve()
         assert (cfg.data.name, cfg.data.root, cfg.train.epochs, cfg.train.workers, cfg.train.use_gpu) \
             == ("cifar100", "/data", 800, 4, True)
         assert cfg.method.n_mix == trial.setting["method.n_mix"] and cfg.seed == trial.seed
@@ -181,7 +181,7 @@ def test_overrides_reach_the_base_config_of_every_trial():
 
 def test_each_trial_carries_its_own_resolved_config_and_defaults_come_from_config():
     study = load_study(REPO / "ablations" / "default.yaml")
-    configs = [t.config for t in study.trials()]
+    configs = [t.resolve() for t in study.trials()]
     assert len({id(c) for c in configs}) == 15, "no config object is shared between trials"
     assert [(c.method.name, c.seed) for c in configs] == \
         [(m, s) for m in ("vanilla", "mixup", "adautomix") for s in range(5)]
@@ -195,13 +195,13 @@ def test_each_trial_carries_its_own_resolved_config_and_defaults_come_from_confi
 
 def test_ray_train_runs_one_worker_when_asked_and_tpe_settings_are_explicit(tmp_path):
     study = load_study(write_study(tmp_path, resources={"workers": 1, "cpus_per_worker": 2, "in_trial": False}))
-    cfg = study.trials()[0].config
+    cfg = study.trials()[0].resolve()
     assert (cfg.train.workers, cfg.train.resources_per_worker) == (1, {"CPU": 2})
     tpe = load_study(write_study(tmp_path, searcher="tpe", seeds=[0], num_samples=3, tpe={"n_startup_trials": 2},
                                  space={"train.lr": {"loguniform": [0.01, 0.4]}}))
     assert tpe.tpe == {"seed": 0, "n_startup_trials": 2, "multivariate": False, "constant_liar": True}
     trial = tpe.trial({"train.lr": 0.05}, 0)
-    assert (trial.config.train.lr, trial.config.seed) == (0.05, 0)
+    assert (trial.resolve().train.lr, trial.resolve().seed) == (0.05, 0)
 
 
 def test_epochs_for_early_stopping_come_from_the_trials_configs(tmp_path):
@@ -224,7 +224,7 @@ def test_module_variants_switch_the_paper_modules():
     study = load_study(REPO / "ablations" / "modules.yaml")
     switches = {}
     for trial in study.trials():
-        m = trial.config.method
+        m = trial.resolve().method
         switches[trial.setting["variant"]] = (m.use_ce, m.use_mce, m.use_cos, m.use_ema)
     assert switches == {"basic": (False, False, False, False), "+ce+mce": (True, True, False, False),
                         "+cos": (True, True, True, False), "+ema": (True, True, True, True)}
@@ -294,7 +294,8 @@ def test_override_of_a_swept_key_is_refused(tmp_path):
 
 
 def test_resuming_a_study_with_a_changed_file_or_overrides_is_refused(tmp_path):
-    from adautomix.platform.ablation import STATE, run_study
+    from adautomix.platform.ablation import run_study
+    from adautomix.study_folder import STATE
 
     path = write_study(tmp_path, base={**TINY_BASE, "train": {**TINY_BASE["train"], "epochs": 3}})
     folder = tmp_path / "study"
@@ -326,7 +327,7 @@ def test_study_overrides_go_through_the_configs_parser(tmp_path):
     with pytest.raises(StudyError, match=r"override 'train\.epochs': expected key=value"):
         load_study(write_study(tmp_path), ["train.epochs"])
     study = load_study(write_study(tmp_path), ["train.lr=0.05", "train.nesterov=yes"])
-    cfg = study.trials()[0].config  # the values are YAML text, read as on the command line
+    cfg = study.trials()[0].resolve()  # the values are YAML text, read as on the command line
     assert (cfg.train.lr, cfg.train.nesterov) == (0.05, True)
 
 

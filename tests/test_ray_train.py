@@ -27,7 +27,8 @@ from adautomix.config import ConfigError, load_config
 from adautomix.data.datasets import build_loaders
 from adautomix.engine import Callback, train
 from adautomix.platform import ray_train
-from adautomix.platform.ray_train import RayTrainError, RunDirNotShared, train_with_ray
+from adautomix.platform.ray_train import RayTrainError, train_with_ray
+from adautomix.runlock import RunDirNotShared
 
 from conftest import REPO, _start_node, cluster_env
 
@@ -316,7 +317,7 @@ def test_a_worker_that_cannot_see_the_run_directory_stops_the_run_at_once(tmp_pa
         (tmp_path / "driver-only" / "launch.id").write_text("abc\n")
         return "abc"
 
-    monkeypatch.setattr(ray_train, "_write_launch_marker", elsewhere)
+    monkeypatch.setattr(ray_train, "write_launch_id", elsewhere)
     cfg = tiny(tmp_path, "train.workers=1", "train.epochs=1")
     with pytest.raises(RunDirNotShared) as err:
         train_with_ray(cfg, quiet=True)

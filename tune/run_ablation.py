@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     study_dir = Path(args.out).resolve() if args.out else None
     if study_dir is None and not args.resume:
-        from adautomix.platform.ablation import new_study_dir
+        from adautomix.study_folder import new_study_dir
 
         study_dir = new_study_dir(study)  # named here, so that a Ctrl-C line can name it
 

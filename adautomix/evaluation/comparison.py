@@ -94,3 +94,28 @@ def save_reliability_grid(path: Path, rows: list[dict]) -> Path | None:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return Path(path)
+
+
+def write_report(out: Path, name: str, source: str, table) -> tuple[str, list[Path]]:
+    """``adautomix report``'s files in ``out``: ``report.md`` (``source`` says where the runs came
+    from), ``report.csv``, ``curves.png``, and ``occlusion.png`` / ``reliability.png`` when the
+    rows have them. Returns the Markdown and the files written."""
+    from . import figures
+    from .report import markdown, write_csv
+
+    out.mkdir(parents=True, exist_ok=True)
+    files = [write_csv(out / "report.csv", table), figures.save(out / "curves.png", table, name)]
+    curves, errors = occlusion_curves(table.rows)
+    if curves:
+        from .suite import save_occlusion_curve
+
+        files.append(save_occlusion_curve(out / "occlusion.png", curves, errors))
+    reliability = save_reliability_grid(out / "reliability.png", table.rows)
+    files += [reliability] if reliability else []
+    text = [f"# {name}", "", source, "", markdown(table), "", "![curves](curves.png)"]
+    per_type = corruption_table(table.rows)
+    if per_type:
+        text += ["", "Corruption top-1 per type (mean over severities 1-5; * synthetic frost texture, see README):",
+                 "", per_type]
+    (out / "report.md").write_text("\n".join(text) + "\n")
+    return "\n".join(text), [out / "report.md", *files]

@@ -170,6 +170,12 @@ def best_mean(rows: list[dict], metric: str, better: str | None) -> float | None
     return (max if better == "max" else min)(means) if means and better else None
 
 
+def best_key(records: list[dict], metric: str, mode: str) -> str | None:
+    """The ``key`` of the finished record with the best ``metric`` (a study's champion)."""
+    scored = [r for r in records if r["status"] == "finished" and metric in r["metrics"]]
+    return (max if mode == "max" else min)(scored, key=lambda r: r["metrics"][metric])["key"] if scored else None
+
+
 def _best(table: Table, metric: str) -> float | None:
     better = table.mode if metric == table.metric else BETTER.get(metric, "max" if metric.startswith("top1") else None)
     return best_mean(table.rows, metric, better)

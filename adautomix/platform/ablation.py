@@ -10,22 +10,21 @@ import json
 import logging
 import os
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..checkpoints import history
 from ..engine import CHECKPOINT, NonFiniteLossError, Trainer, numeric
-from ..evaluation import figures, report
+from ..evaluation import report
 from ..runlock import RunLock
 from ..study import TRIALS, Study, StudyError, Trial
+from ..study_folder import latest_study_dir, new_study_dir, read_state, start, write_results, write_state
 from . import mlflow_view
 from .mlflow_model import ExportModel
 from .mlflow_store import STUDY_TAG, commit_tags, mask, resolve_tracking_uri, warn
 from .ray_train import ReportEpochs, connect, restore, train_with_ray
 from .tracking import StudyTracker
 
-STATE = "state.json"
 OPTUNA_LOG = "optuna.log"
 TRIAL_MEMORY = 256 * 2**20  # bytes Ray reserves for a trial process that drives a Ray Train run
 
@@ -115,6 +114,19 @@ def _tracking_callback(tracker: StudyTracker, study: Study, study_dir: Path):
     return Tracking()
 
 
+def search_space(study: Study) -> dict:
+    """The study's space in Tune's terms: a grid over the settings and seeds, or the distributions
+    TPE samples from (``OptunaSearch`` converts them into Optuna's)."""
+    from ray import tune
+
+    if study.searcher == "grid":
+        return {k: tune.grid_search(v) for k, v in study.space.items()} | {"seed": tune.grid_search(study.seeds)}
+    domains = {"choice": tune.choice, "uniform": tune.uniform, "loguniform": tune.loguniform,
+               "int": lambda low, high: tune.randint(low, high + 1)}  # Tune's upper bound is exclusive
+    return {key: domains[kind](args) if kind == "choice" else domains[kind](*args)
+            for key, spec in study.space.items() for kind, args in spec.items()}
+
+
 def make_searcher(study: Study, study_dir: Path):
     """Optuna's TPE sampler (its settings from the study) behind Ray Tune's ``OptunaSearch``;
     the Optuna study lives in a journal file in the study folder."""
@@ -123,20 +135,10 @@ def make_searcher(study: Study, study_dir: Path):
     from optuna.storages.journal import JournalFileBackend
     from ray.tune.search.optuna import OptunaSearch
 
-    space = {}
-    for key, spec in study.space.items():
-        kind, args = next(iter(spec.items()))
-        if kind == "choice":
-            space[key] = optuna.distributions.CategoricalDistribution(args)
-        elif kind == "int":
-            space[key] = optuna.distributions.IntDistribution(args[0], args[1])
-        else:
-            space[key] = optuna.distributions.FloatDistribution(args[0], args[1], log=kind == "loguniform")
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # no line per trial on the console
-    sampler = optuna.samplers.TPESampler(**study.tpe)
-    storage = JournalStorage(JournalFileBackend(str(study_dir / OPTUNA_LOG)))
-    return OptunaSearch(space=space, metric=study.metric, mode=study.mode, sampler=sampler,
-                        storage=storage, study_name=study.name)
+    return OptunaSearch(metric=study.metric, mode=study.mode, sampler=optuna.samplers.TPESampler(**study.tpe),
+                        storage=JournalStorage(JournalFileBackend(str(study_dir / OPTUNA_LOG))),
+                        study_name=study.name)
 
 
 def make_scheduler(study: Study):
@@ -179,8 +181,7 @@ def make_tuner(study: Study, study_dir: Path, tracker: StudyTracker | None,
     callbacks = [_tracking_callback(tracker, study, study_dir)] if tracker else []
     return tune.Tuner(
         trainable(study, study_dir),
-        param_space=({k: tune.grid_search(v) for k, v in study.space.items()}
-                     | {"seed": tune.grid_search(study.seeds)}) if study.searcher == "grid" else None,
+        param_space=search_space(study),
         tune_config=tune.TuneConfig(
             search_alg=make_searcher(study, study_dir) if study.searcher == "tpe" else None,
             scheduler=make_scheduler(study), num_samples=1 if study.searcher == "grid" else study.num_samples,
@@ -222,19 +223,6 @@ class Outcome:
     parent_run_id: str | None = None  # the study's MLflow parent run (mlflow_view.study_url)
 
 
-def new_study_dir(study: Study, root: str | Path = "runs/studies") -> Path:
-    return (Path(root) / f"{study.name}-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
-
-
-def latest_study_dir(study: Study, root: str | Path = "runs/studies") -> Path:
-    """The newest folder of this study that has a ``state.json`` (for ``--resume``)."""
-    found = sorted(p.parent for p in Path(root).glob(f"{study.name}-*/{STATE}"))
-    if not found:
-        raise StudyError(f"--resume: no started study {study.name!r} under {root}/ "
-                         f"(expected {root}/{study.name}-<time>/{STATE}); run it without --resume")
-    return found[-1].resolve()
-
-
 def run_study(study: Study, *, study_dir: Path | None = None, resume: bool = False,
               tracking_uri: str | None = None, address: str | None = None,
               max_concurrent: int | None = None, out=sys.stdout) -> Outcome:
@@ -262,50 +250,37 @@ def _run_study(study: Study, study_dir: Path, resume: bool, tracking_uri: str | 
     records, failed = _records(study, grid, incomplete)
     results = report.build(records, study.metric, study.mode, study.swept, study.reference,
                            [t.setting for t in study.trials()], search=study.searcher == "tpe")
-    table = report.markdown(results)
-    files = _write_results(study, study_dir, results, table)
+    files = write_results(study, study_dir, results)
     if tracker:
         tracker.study_ended([study_dir / "study.yaml", *files],
                             "FAILED" if failed else "KILLED" if incomplete else "FINISHED",
                             {"adautomix.trials_done": str(len(records))},
-                            champion=_best_key(study, records), model_name=study.name,
+                            champion=report.best_key(records, study.metric, study.mode), model_name=study.name,
                             publish=functools.partial(
                                 mlflow_view.finish, results_csv=study_dir / "results.csv",
                                 metric=study.metric, mode=study.mode, swept=study.swept))
     return Outcome(study_dir, tracker.uri if tracker and not tracker.failed else None,
-                   tracker.experiment_id if tracker else None, records, failed, table,
+                   tracker.experiment_id if tracker else None, records, failed, report.markdown(results),
                    study.total_trials() - before, incomplete, notices.interrupted,
                    tracker.parent_run_id if tracker else None)
 
 
 def _open(study: Study, study_dir: Path, resume: bool, tracking_uri: str | None) -> StudyTracker | None:
-    """The study folder's ``state.json``: checked against ``study`` (``resume``) or written, with
-    the study's MLflow parent run reopened or created; returns its tracker (None: no tracking)."""
+    """The study folder, checked (``resume``) or started, with the study's MLflow parent run
+    reopened or created; returns its tracker (None: no tracking)."""
     if resume:
-        if not (study_dir / STATE).exists():
-            raise StudyError(f"--resume: {study_dir} holds no {STATE}")
-        state = json.loads((study_dir / STATE).read_text())
-        if state["fingerprint"] != study.fingerprint():
-            raise StudyError(f"--resume: {study_dir} was started with a different study file, "
-                             "overrides or --smoke; run without --resume to start a new study")
+        state = read_state(study, study_dir)
         uri = _resume_uri(state["tracking_uri"], tracking_uri)
         tracker = StudyTracker(uri, state["experiment_id"], state["parent_run_id"],
                                str(study_dir)) if uri else None
         if tracker:
             tracker.reopen()
         return tracker
-    if (study_dir / STATE).exists():
-        raise StudyError(f"{study_dir} already holds a study; add --resume to continue it")
-    study_dir.mkdir(parents=True, exist_ok=True)
+    start(study, study_dir)
     tracker = _start_tracking(study, study_dir, resolve_tracking_uri(tracking_uri))
-    _write_json(study_dir / STATE, {
-        "study": study.name, "study_file": str(study.path.resolve()), "fingerprint": study.fingerprint(),
-        "overrides": study.overrides, "smoke": study.smoke,
-        "tracking_uri": mask(tracker.uri) if tracker else None,  # no password
-        "experiment_id": tracker.experiment_id if tracker else None,
-        "parent_run_id": tracker.parent_run_id if tracker else None,
-        "started": time.strftime("%Y-%m-%d %H:%M:%S")})
-    (study_dir / "study.yaml").write_text(study.text)
+    write_state(study, study_dir, {"tracking_uri": mask(tracker.uri) if tracker else None,  # no password
+                                   "experiment_id": tracker.experiment_id if tracker else None,
+                                   "parent_run_id": tracker.parent_run_id if tracker else None})
     return tracker
 
 
@@ -402,15 +377,6 @@ def _history(result, metric: str) -> list[dict]:
     return frame[wanted].dropna(subset=["epoch"]).drop_duplicates("epoch", keep="last").to_dict("records")
 
 
-def _best_key(study: Study, records: list[dict]) -> str | None:
-    """The key of the finished trial with the best ``study.metric`` (its model is the champion)."""
-    scored = [r for r in records if r["status"] == "finished" and study.metric in r["metrics"]]
-    if not scored:
-        return None
-    pick = max if study.mode == "max" else min
-    return pick(scored, key=lambda r: r["metrics"][study.metric])["key"]
-
-
 def _resume_uri(stored: str | None, given: str | None) -> str | None:
     """The tracking URI of a resumed study: the one in ``state.json``, which holds it with its
     password masked; then the full URI must be given again (``--tracking-uri`` or
@@ -428,40 +394,14 @@ def _resume_uri(stored: str | None, given: str | None) -> str | None:
     return uri
 
 
-def _write_results(study: Study, study_dir: Path, results: report.Table, table: str) -> list[Path]:
-    """``results.md`` (the table, linking the figure), ``results.csv`` and ``results.png``."""
-    md = study_dir / "results.md"
-    md.write_text(f"# Study {study.name}\n\n" + (f"{study.description}\n\n" if study.description else "")
-                  + f"{table}\n\n"
-                  + ("![results](results.png)\n" if results.rows else ""))
-    files = [md, report.write_csv(study_dir / "results.csv", results)]
-    if results.rows:
-        log_keys = tuple(k for k, v in study.space.items() if isinstance(v, dict) and "loguniform" in v)
-        files.append(figures.save(study_dir / "results.png", results, study.name, log_keys))
-    return files
-
-
 def _start_tracking(study: Study, study_dir: Path, uri: str) -> StudyTracker | None:
     tags = {STUDY_TAG: study.name, "adautomix.role": "study",
             "adautomix.searcher": study.searcher, "adautomix.metric": study.metric,
             **commit_tags(), "adautomix.study_dir": str(study_dir),
             "mlflow.note.content": study.description or study.name, "adautomix.dataset": study.base.data.name}
-    params = {"study.name": study.name, "study.searcher": study.searcher,
-              "study.seeds": str(study.seeds), "study.metric": study.metric, "study.mode": study.mode,
-              "study.trials": study.total_trials(), "study.smoke": study.smoke,
-              "study.reference": json.dumps(study.reference, sort_keys=True),
-              **{f"study.tpe.{k}": v for k, v in study.tpe.items()},
-              **{f"study.space.{k}": str(v) for k, v in study.space.items()},
-              **{f"base.{k}": v for k, v in study.overrides_base.items()}}
     try:
         return StudyTracker.start(uri, f"ablation-{study.name}", f"study {study.name}"
-                                  + (" (smoke)" if study.smoke else ""), tags, params, str(study_dir))
+                                  + (" (smoke)" if study.smoke else ""), tags, study.params(), str(study_dir))
     except Exception as err:  # noqa: BLE001 - the study runs without tracking
         warn(uri, err, "creating the study's parent run", str(study_dir / TRIALS))
         return None
-
-
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from ..evaluation import comparison, figures
+from ..evaluation import comparison
 from ..evaluation import report as tables
 from .mlflow_store import client, error_line, mask, resolve_tracking_uri
 
@@ -116,24 +116,8 @@ def report(name: str, tracking_uri: str | None = None, out: str | Path | None = 
     reference = headline["reference"]  # its row first; the others in the order they started
     table = tables.build(recs, headline["metric"], headline["mode"], keys, reference,
                          [reference] if reference else None)
-    out = Path(out or Path("runs") / "reports" / name)
-    out.mkdir(parents=True, exist_ok=True)
-    files = [tables.write_csv(out / "report.csv", table), figures.save(out / "curves.png", table, name)]
-    curves, errors = comparison.occlusion_curves(table.rows)
-    if curves:
-        from ..evaluation.suite import save_occlusion_curve
-
-        files.append(save_occlusion_curve(out / "occlusion.png", curves, errors))
-    reliability = comparison.save_reliability_grid(out / "reliability.png", table.rows)
-    files += [reliability] if reliability else []
-    text = [f"# {name}", "", f"From {what} at {mask(uri)}: {len(recs)} finished runs.", "",
-            tables.markdown(table), "", "![curves](curves.png)"]
-    per_type = comparison.corruption_table(table.rows)
-    if per_type:
-        text += ["", "Corruption top-1 per type (mean over severities 1-5; * synthetic frost texture, see README):",
-                 "", per_type]
-    md = out / "report.md"
-    md.write_text("\n".join(text) + "\n")
-    print("\n".join(text), file=stream)
-    print(f"\nwrote {', '.join(str(p) for p in [md, *files])}", file=stream, flush=True)
-    return md
+    text, files = comparison.write_report(Path(out or Path("runs") / "reports" / name), name,
+                                          f"From {what} at {mask(uri)}: {len(recs)} finished runs.", table)
+    print(text, file=stream)
+    print(f"\nwrote {', '.join(str(p) for p in files)}", file=stream, flush=True)
+    return files[0]

@@ -1,9 +1,7 @@
-"""Ray Train: the engine's ``Trainer`` on N data-parallel workers (Ray Train V2 ``TorchTrainer``,
-https://docs.ray.io/en/latest/train/train.html). The driver connects to (or starts) the cluster
-and launches the run; each worker trains its shard of every global batch under DDP and reports
-each epoch. How the batch is split, the failure budgets, the run's fixed name and storage, token
-authentication and shared ``out_dir``: docs/ray-train.md.
-"""
+"""Ray Train: the engine's ``Trainer`` on N data-parallel workers (Ray Train V2 ``TorchTrainer``).
+The driver joins (or starts) the cluster and launches the run; each worker trains its shard of
+every global batch under DDP and reports each epoch. Batch split, failure budgets, storage, token
+authentication, shared ``out_dir``: docs/ray-train.md."""
 from __future__ import annotations
 
 import dataclasses
@@ -15,7 +13,6 @@ import secrets
 import shutil
 import socket
 import sys
-import uuid
 from pathlib import Path
 
 from .. import stopping
@@ -34,17 +31,13 @@ from ..engine import (
     write_config,
 )
 from ..models.pretrained import InitError
-from ..runlock import RunLock
+from ..runlock import RunLock, check_launch_id, write_launch_id
 from . import ray_private
 
-# Ray Train's own storage (its checkpoint copies and the run's snapshot) inside the run directory,
-# under a fixed run name, so that a second launch of the same run is restored by Ray Train itself.
-RAY_STORAGE = "ray"
-RUN_NAME = "train"
-# Written by the driver into the run directory at each launch; every worker reads it back before
-# training, so a worker on a node that does not see out_dir stops at once.
-LAUNCH_MARKER = "ray/launch.id"
-# MLflow's credential and connection variables: every worker gets the driver's values.
+# Ray Train's storage inside the run directory, under a fixed run name: Ray Train itself restores
+# a second launch of the same run
+RAY_STORAGE, RUN_NAME = "ray", "train"
+# MLflow's credential and connection variables: every worker gets the driver's values
 MLFLOW_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD",
               "MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_INSECURE_TLS",
               "MLFLOW_TRACKING_SERVER_CERT_PATH", "MLFLOW_TRACKING_CLIENT_CERT_PATH")
@@ -54,35 +47,21 @@ class RayTrainError(RuntimeError):
     """Ray cannot run the request (e.g. more workers than the cluster can place)."""
 
 
-class RunDirNotShared(ConfigError):
-    """A worker cannot see the run directory the driver wrote (out_dir is not shared storage)."""
-
-
 def forwarded_env(names: list[str] | tuple[str, ...] = ()) -> dict[str, str]:
-    """The driver's variables every worker gets through Ray's runtime environment: MLflow's
-    credentials (``MLFLOW_ENV``) and ``names`` (``train.env_vars``: a name, or a prefix ending
-    in ``*`` such as ``NCCL_*``). Only variables set here are sent."""
+    """The driver's variables (those set) that every worker gets: ``MLFLOW_ENV`` and ``names``
+    (``train.env_vars``: a name, or a prefix ending in ``*`` such as ``NCCL_*``)."""
     prefixes = tuple(n[:-1] for n in names if n.endswith("*"))
     exact = set(MLFLOW_ENV) | {n for n in names if not n.endswith("*")}
     return {k: v for k, v in os.environ.items() if k in exact or (prefixes and k.startswith(prefixes))}
 
 
-# ------------------------------------------------------------------------------------- workers
-
-
 class ReportEpochs(Callback):
-    """Each epoch's record goes to Ray, with the checkpoint when one was written: the one route
-    by which a run's metrics reach Ray (Tune's table, schedulers such as ASHA, the MLflow logger).
-
-    ``to="train"`` on Ray Train workers: ``ray.train.report`` is collective, so every rank calls
-    it each epoch and rank 0 hands over the checkpoint folder it has just written; inside a Tune
-    trial Ray's ``TuneReportCallback`` passes rank 0's record on to Tune. ``to="tune"`` when the
-    run trains inside the Tune trial process itself: ``ray.tune.report``.
-    """
+    """The one route of a run's epoch records to Ray (Tune's table, ASHA, the study's tracker),
+    with the checkpoint when one was written. ``to="train"`` on Ray Train workers (the report is
+    collective: every rank calls it, rank 0 hands over its checkpoint; in a Tune trial Ray's
+    ``TuneReportCallback`` passes it on); ``to="tune"`` when the Tune trial process trains."""
 
     def __init__(self, to: str = "train"):
-        if to not in ("train", "tune"):
-            raise ValueError(f"to={to!r}: expected 'train' or 'tune'")
         self.to = to
 
     def setup(self, trainer: Trainer) -> None:
@@ -121,8 +100,7 @@ def _worker_loop(config: dict) -> None:
     from torch.nn.parallel import DistributedDataParallel
 
     cfg: Config = config["cfg"]
-    # Ray Train's worker logging sends INFO records of every logger to the console (one of its
-    # modules logs each report there); training progress is printed, so warnings are enough.
+    # Ray Train's worker logging sends every logger's INFO records to the console: warnings only
     logging.getLogger().setLevel(logging.WARNING)
     context = ray.train.get_context()
     rank, world_size = context.get_world_rank(), context.get_world_size()
@@ -133,8 +111,7 @@ def _worker_loop(config: dict) -> None:
         torch.cuda.set_device(device)
 
     def wrap(step: torch.nn.Module) -> torch.nn.Module:
-        # AdAutoMix without L_ce never trains the one-hot head; DDP must then be told to look
-        # for parameters without a gradient (a search it otherwise skips, and warns about).
+        # AdAutoMix without L_ce never trains the one-hot head: DDP must look for unused parameters
         unused = cfg.method.name == "adautomix" and not cfg.method.use_ce
         return DistributedDataParallel(
             step, device_ids=[device.index] if device.type == "cuda" else None,
@@ -142,11 +119,10 @@ def _worker_loop(config: dict) -> None:
 
     callbacks = [ReportEpochs("train"), *config["callbacks"]]
     try:
-        _check_run_dir_visible(cfg, config["launch"])
+        check_launch_id(Path(cfg.out_dir), config["launch"])  # a worker on a node without out_dir stops
         trainer = Trainer(cfg, rank, world_size, wrap=wrap, callbacks=callbacks, device=device,
                           quiet=config["quiet"])
-        # set when Ray Train restarted the group after a failure, or a launch with this run's
-        # name and storage finds the run's snapshot (a Tune trial continued by Tuner.restore)
+        # Ray's checkpoint: the group restarted after a failure, or the run launched again
         restore(trainer, ray.train.get_checkpoint(), cfg.train.resume)
         trainer.fit()
     except (DataError, ConfigError, CheckpointError, CheckpointWriteError, NonFiniteLossError, InitError):
@@ -166,34 +142,9 @@ def restore(trainer: Trainer, checkpoint, resume: bool) -> None:
         trainer.resume()
 
 
-def _check_run_dir_visible(cfg: Config, launch: str) -> None:
-    """Raise ``RunDirNotShared`` unless this worker reads the launch id the driver just wrote."""
-    marker = Path(cfg.out_dir) / LAUNCH_MARKER
-    try:
-        seen = marker.read_text().strip()
-    except OSError:
-        seen = None
-    if seen != launch:
-        raise RunDirNotShared(
-            f"out_dir {cfg.out_dir} is not the driver's run directory on node {socket.gethostname()}: "
-            f"{marker} is {'missing' if seen is None else 'from another launch'}. With several nodes, "
-            "out_dir must be on storage every node sees at the same path (NFS, EFS, ...)")
-
-
-def _write_launch_marker(out: Path) -> str:
-    launch = uuid.uuid4().hex
-    (out / LAUNCH_MARKER).parent.mkdir(parents=True, exist_ok=True)
-    (out / LAUNCH_MARKER).write_text(launch + "\n")
-    return launch
-
-
-# ------------------------------------------------------------------------------------- driver
-
-
 def use_token_auth() -> None:
-    """Token authentication for every cluster this process starts or joins: ``RAY_AUTH_MODE=token``
-    unless the user set a mode. Ray reads the variable when it is imported; if it already is,
-    its cached config is refreshed, as ``ray.init`` itself does for a new local cluster."""
+    """``RAY_AUTH_MODE=token`` for every cluster this process starts or joins, unless the user set
+    a mode; an already imported Ray re-reads it (as ``ray.init`` does for a new local cluster)."""
     if "RAY_AUTH_MODE" in os.environ:
         return
     os.environ["RAY_AUTH_MODE"] = "token"
@@ -202,10 +153,9 @@ def use_token_auth() -> None:
 
 
 def secure_token_file(create: bool) -> Path | None:
-    """Make the token file Ray uses (``RAY_AUTH_TOKEN_PATH``, else ``~/.ray/auth_token``)
-    readable by its owner only (0600): a new one is created so (with ``create``, before a local
-    cluster starts, where Ray would make it with the umask's mode); an existing one of this user
-    is tightened. Returns the path; None when the token comes from ``RAY_AUTH_TOKEN``."""
+    """Ray's token file (``RAY_AUTH_TOKEN_PATH``, else ``~/.ray/auth_token``), its owner's only
+    (0600): made so with ``create`` (Ray would use the umask), tightened when this user's. Returns
+    the path; None when the token comes from ``RAY_AUTH_TOKEN``."""
     if os.environ.get("RAY_AUTH_TOKEN"):
         return None
     path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token").expanduser()
@@ -226,11 +176,9 @@ def secure_token_file(create: bool) -> Path | None:
 
 
 def connect(address: str | None, env_vars: list[str] | tuple[str, ...] = ()) -> bool:
-    """Join ``address`` / ``RAY_ADDRESS``, or start a local cluster (never a stray one) with its
-    dashboard on 127.0.0.1; keep Ray's logs quiet. Token authentication is on either way, and the
-    token file is the owner's only. The job's runtime environment carries ``forwarded_env(env_vars)``
-    to every task and actor (Tune trials, Ray Train workers). Returns whether a local cluster was
-    started (the caller stops it with ``ray.shutdown()``)."""
+    """Join ``address`` / ``RAY_ADDRESS``, else start a local cluster (dashboard on 127.0.0.1),
+    with token authentication, quiet logs, and ``forwarded_env(env_vars)`` for every task and
+    actor. Returns whether a local cluster was started (the caller ``ray.shutdown()``s it)."""
     use_token_auth()
     import ray
 
@@ -242,19 +190,15 @@ def connect(address: str | None, env_vars: list[str] | tuple[str, ...] = ()) -> 
             raise RayTrainError(f"this process is already connected to the Ray cluster at "
                                 f"{connected}, not {address}")
         return False
-    quiet = dict(
-        log_to_driver=True,  # rank 0's progress lines come through the driver's stdout
-        logging_level=logging.WARNING,
-        # the job's workers log warnings only (and without the "(RayTrainWorker pid=...)" prefix)
-        logging_config=ray.LoggingConfig(encoding="TEXT", log_level="WARNING"),
-    )
+    # rank 0's progress lines come through the driver's stdout; the workers log warnings only
+    quiet = dict(log_to_driver=True, logging_level=logging.WARNING,
+                 logging_config=ray.LoggingConfig(encoding="TEXT", log_level="WARNING"))
     secure_token_file(create=address is None)
     env = forwarded_env(env_vars)
     if address is None:
-        # Ray Train V2 frees the workers of a run whose controller died (a Tune trial stopped
-        # by ASHA) through the dashboard's state API, which its actors find by auto-detection;
-        # with a second Ray cluster on the machine that fails ("multiple active Ray instances")
-        # and the CPUs are never given back. Name this cluster's API server for them.
+        # Ray Train V2 frees the workers of a dead controller (a trial ASHA stopped) through the
+        # state API, found by auto-detection, which fails beside a second cluster on the machine
+        # ("multiple active Ray instances"; the CPUs are never freed): name this one's for it
         port = _free_port(8265)
         quiet.update(include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port)
         env["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
@@ -263,9 +207,7 @@ def connect(address: str | None, env_vars: list[str] | tuple[str, ...] = ()) -> 
         env["RAY_ADDRESS"] = address
     if env:
         quiet["runtime_env"] = {"env_vars": env}
-    # A new local cluster gets token authentication (Ray >= 2.5x, token in ~/.ray/auth_token,
-    # made on first use); Ray then warns on every start that it is on. Keep it on, drop the notice.
-    try:
+    try:  # without Ray's notice, at every start, that token authentication is on
         with ray_private.token_notice_muted():
             ray.init(address=address or "local", **quiet)
         stopping.reinstall()  # ray.init took SIGTERM over
@@ -401,7 +343,7 @@ def _train_with_ray(cfg: Config, address: str | None, callbacks: list[Callback] 
     check_cluster_fits(cfg)
     write_config(cfg)
     trainer = _torch_trainer(cfg, list(callbacks or []), quiet, list(run_callbacks or []),
-                             launch=_write_launch_marker(out))
+                             launch=write_launch_id(out))
     try:
         trainer.fit()
     except SystemExit:
