@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from adautomix.config import Config, flatten, to_dict
+from adautomix.config import Config, flatten, load_config, to_dict
 from adautomix.evaluation.report import format_value
 from adautomix.study import StudyError, load_study
 
@@ -309,18 +309,21 @@ def test_resuming_a_study_with_a_changed_file_or_overrides_is_refused(tmp_path):
     assert load_study(path, ["train.epochs=3"]).fingerprint() == load_study(path).fingerprint()
 
 
-def test_a_grid_trial_carries_its_overrides_and_resolves_its_config_where_it_runs(tmp_path):
+def test_a_grid_trial_carries_its_overrides_and_resolves_its_config_where_it_runs(tmp_path, monkeypatch):
+    import adautomix.study
     from adautomix.study import describe
 
     study = load_study(REPO / "ablations" / "default.yaml")
-    describe(study), study.max_epochs(), study.fingerprint()
-    assert all(t._config is None for t in study.trials()), "the driver builds no trial's config"
+    builds = []
+    monkeypatch.setattr(adautomix.study, "load_config", lambda **kw: builds.append(kw) or load_config(**kw))
+    describe(study), study.max_epochs(), study.fingerprint(), study.trials(), study.params()
+    assert builds == [], "the driver builds no trial's config"
     trial = study.trial({"method.name": "adautomix"}, 2)
     assert (trial.overrides["method.name"], trial.overrides["seed"], trial.epochs) == ("adautomix", 2, 10)
     cfg = trial.resolve(tmp_path / "study")  # what the trial process does, once
+    assert len(builds) == 1
     assert cfg.out_dir == str(tmp_path / "study" / "trials" / trial.key)
     assert (cfg.method.name, cfg.seed, cfg.train.epochs, cfg.model.width) == ("adautomix", 2, 10, 0.125)
-    assert trial._config is None  # resolving hands the config to the caller, it is not kept
 
 
 def test_study_overrides_go_through_the_configs_parser(tmp_path):
@@ -384,7 +387,7 @@ def test_the_printed_url_opens_the_experiments_training_runs():
     from adautomix.platform.mlflow_store import runs_url
 
     # checked by hand in headless Chromium against `mlflow server` 3.17: the Runs list of the
-    # experiment, with the UI on its "Model training" side (see README, MLflow)
+    # experiment, with the UI on its "Model training" side (see docs/mlflow.md)
     view = "runs?workflowType=machine_learning"
     assert runs_url("sqlite:////tmp/mlflow.db", "3") == f"http://127.0.0.1:5000/#/experiments/3/{view}"
     assert runs_url("http://10.0.0.1:8080/", "7") == f"http://10.0.0.1:8080/#/experiments/7/{view}"

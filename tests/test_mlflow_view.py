@@ -6,6 +6,7 @@ are refused. The screenshot is kept in the test's folder and, when set, in
 """
 from __future__ import annotations
 
+import csv
 import importlib.util
 import os
 import re
@@ -51,11 +52,10 @@ def test_study_url_opens_the_studys_shared_view_on_the_chart_tab_without_credent
 def test_summary_metrics_are_each_settings_numbers_about_the_headline_metric(tmp_path):
     from adautomix.platform.mlflow_view import summary_metrics
 
-    csv = tmp_path / "results.csv"
-    csv.write_text("method.name,model.mix_alpha,n,top1_mean,top1_std,top1_ci_low,delta,p,verdict,loss_mean\n"
-                   "vanilla,1.0,3,57.5,2.5,51.29,,,reference,0.9\n"
-                   "mixup,0.2,1,35.0,,,-22.5,0.01,worse,1.1\n")
-    assert summary_metrics(csv, ["method.name", "model.mix_alpha"], "top1") == {
+    rows = csv.DictReader(["method.name,model.mix_alpha,n,top1_mean,top1_std,top1_ci_low,delta,p,verdict,loss_mean",
+                           "vanilla,1.0,3,57.5,2.5,51.29,,,reference,0.9",
+                           "mixup,0.2,1,35.0,,,-22.5,0.01,worse,1.1"])  # rows as results.csv holds them
+    assert summary_metrics(list(rows), ["method.name", "model.mix_alpha"], "top1") == {
         "method vanilla mix_alpha 1.0/n": 3.0, "method vanilla mix_alpha 1.0/top1_mean": 57.5,
         "method vanilla mix_alpha 1.0/top1_std": 2.5, "method vanilla mix_alpha 1.0/top1_ci_low": 51.29,
         "method mixup mix_alpha 0.2/n": 1.0, "method mixup mix_alpha 0.2/top1_mean": 35.0,

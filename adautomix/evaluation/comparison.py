@@ -115,7 +115,7 @@ def write_report(out: Path, name: str, source: str, table) -> tuple[str, list[Pa
     text = [f"# {name}", "", source, "", markdown(table), "", "![curves](curves.png)"]
     per_type = corruption_table(table.rows)
     if per_type:
-        text += ["", "Corruption top-1 per type (mean over severities 1-5; * synthetic frost texture, see README):",
-                 "", per_type]
+        text += ["", "Corruption top-1 per type (mean over severities 1-5; * synthetic frost texture, "
+                 "see docs/evaluation.md):", "", per_type]
     (out / "report.md").write_text("\n".join(text) + "\n")
     return "\n".join(text), [out / "report.md", *files]

@@ -254,10 +254,20 @@ def notes(table: Table, shown: list[dict]) -> list[str]:
 
 
 def write_csv(path: Path, table: Table) -> Path:
-    """One line per setting: its keys, n, the headline metric's mean, std, CI, Δ, its CI, the
-    test, p, p after Holm's correction (empty without it) and the verdict, then mean, std and CI
-    of every other metric (every ``eval_*`` one included) and, where the paper has one, its value
-    and the difference."""
+    """``csv_rows(table)`` as a CSV file (``results.csv``, ``report.csv``)."""
+    header, rows = csv_rows(table)
+    with Path(path).open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(header)
+        w.writerows([row[k] for k in header] for row in rows)
+    return Path(path)
+
+
+def csv_rows(table: Table) -> tuple[list[str], list[dict[str, Any]]]:
+    """The header and one row per setting: its keys, n, the headline metric's mean, std, CI, Δ,
+    its CI, the test, p, p after Holm's correction (empty without it) and the verdict, then mean,
+    std and CI of every other metric (every ``eval_*`` one included) and, where the paper has one,
+    its value and the difference."""
     m, cols = table.metric, columns(table)
     present = {c for r in table.rows for c in r["stats"]}
     cols += sorted(c for c in present if c.startswith("eval_") and c not in cols and c != m)
@@ -268,21 +278,19 @@ def write_csv(path: Path, table: Table) -> Path:
     for c in cols:
         header += [f"{c}_{s}" for s in ("mean", "std", "ci_low", "ci_high")]
         header += [f"{c}_paper", f"{c}_diff"] if c in papered else []
-    with Path(path).open("w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(header)
-        for r in table.rows:
-            line: list[Any] = [r["setting"].get(k) for k in table.keys] + [len(r["seeds"]), r["stopped_early"]]
-            line += _summary_fields(r, m, m in papered)[:4]
-            d = r["diff"]
-            line += ["", "", "", "reference" if r is table.reference else "", "", "", ""] if d is None else [
-                _num(d.delta), *(_num(x) for x in d.ci or ("", "")), d.test, _num(d.p),
-                _num(r["p"]) if table.holm else "", r["verdict"]]
-            line += _summary_fields(r, m, m in papered)[4:]
-            for c in cols:
-                line += _summary_fields(r, c, c in papered)
-            w.writerow(line)
-    return Path(path)
+    rows = []
+    for r in table.rows:
+        line: list[Any] = [r["setting"].get(k) for k in table.keys] + [len(r["seeds"]), r["stopped_early"]]
+        line += _summary_fields(r, m, m in papered)[:4]
+        d = r["diff"]
+        line += ["", "", "", "reference" if r is table.reference else "", "", "", ""] if d is None else [
+            _num(d.delta), *(_num(x) for x in d.ci or ("", "")), d.test, _num(d.p),
+            _num(r["p"]) if table.holm else "", r["verdict"]]
+        line += _summary_fields(r, m, m in papered)[4:]
+        for c in cols:
+            line += _summary_fields(r, c, c in papered)
+        rows.append(dict(zip(header, line, strict=True)))
+    return header, rows
 
 
 def _num(x: Any) -> str:

@@ -206,7 +206,7 @@ def run_suites(model: nn.Module, batches: Iterable, mean: Iterable[float], std: 
             for name, v in results[suite]["per_type"].items():
                 log(f"  {name + ('*' if name in corruptions.SYNTHETIC else ''):18s} {v['top1']:6.2f}  "
                     + " ".join(f"{a:5.1f}" for a in v["by_severity"].values()))
-            log("  * synthetic frost texture (README: Evaluation)")
+            log("  * synthetic frost texture (docs/evaluation.md: Deviation: frost)")
     return results
 
 

@@ -1,8 +1,6 @@
-"""Run an ablation study on Ray Tune: the wiring between a ``Study`` and Ray's own machinery
-(grid search or Optuna's TPE in ``OptunaSearch``, ASHA, ``Tuner.restore`` for ``--resume``, the
-MLflow logger as a Tune callback, results from Tune's ``ResultGrid``). How a study runs and what
-its folder holds: docs/studies.md ("How it runs").
-"""
+"""Run an ablation study on Ray Tune: a ``Study`` wired to Tune's own parts (grid search or
+Optuna's TPE in ``OptunaSearch``, ASHA, ``Tuner.restore`` for ``--resume``, MLflow tracking as a
+Tune callback, results from ``ResultGrid``). How it runs: docs/studies.md."""
 from __future__ import annotations
 
 import functools
@@ -34,59 +32,50 @@ def run_trial(config: dict, study: Study, study_dir: str) -> None:
     """The Tune trainable: train the trial's resolved config, reporting every epoch."""
     from ray import tune
 
-    cfg = study.trial(*_point(study, config)).resolve(study_dir)  # the trial's one build
+    cfg = _ident(study, config).resolve(study_dir)  # the trial's one build
     callbacks = [ExportModel()] if cfg.mlflow.log_model else []
     if cfg.train.workers == 0:
         trainer = Trainer(cfg, callbacks=[ReportEpochs("tune"), *callbacks], quiet=True)
-        # Tune's checkpoint when it continues the trial; else the trial's own, when a stop came
-        # before Tune recorded its first checkpoint
+        # Tune's checkpoint; else the trial's own, when it stopped before Tune recorded one
         restore(trainer, tune.get_checkpoint(), bool(history(Path(cfg.out_dir) / CHECKPOINT)))
         trainer.fit()
         return
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    # The run's history comes back with Ray Train's checkpoint and metrics.jsonl is written
-    # again from it; a launch cut off before its first checkpoint leaves nothing to keep.
+    # Ray Train's checkpoint brings the run's history back, and metrics.jsonl is written again
     (Path(cfg.out_dir) / "metrics.jsonl").unlink(missing_ok=True)
     train_with_ray(cfg, callbacks=callbacks, quiet=True, run_callbacks=[TuneReportCallback()],
                    keep_storage=True)
 
 
-def _point(study: Study, config: dict) -> tuple[dict, int]:
-    """The setting and the seed of a Tune trial's config."""
-    return {k: config[k] for k in study.swept}, int(config.get("seed", study.seeds[0]))
-
-
 def _ident(study: Study, config: dict) -> Trial:
-    """The trial's key and name (its config is not built here)."""
-    return Trial(*_point(study, config))
+    """The study's trial of a Tune trial's config: its setting and seed (its config is not built here)."""
+    return study.trial({k: config[k] for k in study.swept}, int(config.get("seed", study.seeds[0])))
+
+
+def _key(study: Study, trial) -> str:
+    """A Tune trial's key: its folder, its Tune name, its MLflow tag."""
+    return _ident(study, trial.config).key
 
 
 def _finished(study: Study, config: dict, metrics: dict) -> bool:
-    """Whether a trial's last report is its last epoch. (Tune's ``done`` flag says so only while
-    the experiment runs: a restored experiment's results do not keep it.)"""
-    if study.searcher == "grid":
-        epochs = study.trial(*_point(study, config)).epochs
-    else:
-        epochs = int(config.get("train.epochs", study.base.train.epochs))
+    """Whether a trial's last report is its last epoch (Tune's ``done`` flag is not restored)."""
+    epochs = _ident(study, config).epochs or int(config.get("train.epochs", study.base.train.epochs))
     return metrics.get("epoch", 0) >= epochs
 
 
 # ------------------------------------------------------------------------------ Tune's parts
 def _tracking_callback(tracker: StudyTracker, study: Study, study_dir: Path):
-    """A Tune callback that hands each trial's start, epochs and end to ``tracker``.
-
-    Ray ships ``MLflowLoggerCallback``, but it cannot serve here: a restored experiment starts a
-    second run for every continued trial (it keeps its runs in memory), it logs the sampled Tune
-    config instead of each trial's resolved config, and it counts steps in reports, not epochs.
-    """
+    """A Tune callback that hands each trial's start, epochs and end to ``tracker``. (Ray's
+    ``MLflowLoggerCallback`` cannot serve: a restored experiment gets a second run for every
+    continued trial, it logs the sampled config, not the resolved one, and its steps are reports.)"""
     from ray.tune import Callback
     from ray.tune.result import AUTO_RESULT_KEYS
 
     commit = commit_tags()
 
     def run_dir(trial) -> Path:
-        return study_dir / TRIALS / _ident(study, trial.config).key
+        return study_dir / TRIALS / _key(study, trial)
 
     class Tracking(Callback):
         def on_trial_start(self, iteration, trials, trial, **info):
@@ -98,18 +87,18 @@ def _tracking_callback(tracker: StudyTracker, study: Study, study_dir: Path):
         def on_trial_result(self, iteration, trials, trial, result, **info):
             record = numeric({k: v for k, v in result.items() if k not in AUTO_RESULT_KEYS})
             if "epoch" in record:  # the engine's epoch record, less what Tune added to it
-                tracker.trial_epoch(_ident(study, trial.config).key, record, run_dir(trial))
+                tracker.trial_epoch(_key(study, trial), record, run_dir(trial))
 
         def on_trial_complete(self, iteration, trials, trial, **info):
             last = trial.last_result or {}
             if _finished(study, trial.config, last):
-                tracker.trial_ended(_ident(study, trial.config).key, "FINISHED", run_dir(trial))
+                tracker.trial_ended(_key(study, trial), "FINISHED", run_dir(trial))
             else:  # the scheduler stopped it
-                tracker.trial_ended(_ident(study, trial.config).key, "KILLED", run_dir(trial),
+                tracker.trial_ended(_key(study, trial), "KILLED", run_dir(trial),
                                     {"adautomix.stopped_early": f"after epoch {last.get('epoch', 0)}"})
 
         def on_trial_error(self, iteration, trials, trial, **info):
-            tracker.trial_ended(_ident(study, trial.config).key, "FAILED", run_dir(trial))
+            tracker.trial_ended(_key(study, trial), "FAILED", run_dir(trial))
 
     return Tracking()
 
@@ -142,8 +131,8 @@ def make_searcher(study: Study, study_dir: Path):
 
 
 def make_scheduler(study: Study):
-    """ASHA over epochs, up to the most epochs a trial trains; a trial that reaches them ends
-    by itself (``stop_last_trials=False``), so its last epoch's logging is never cut."""
+    """ASHA over epochs, up to the most a trial trains; a trial that reaches them ends by itself
+    (``stop_last_trials=False``), so its last epoch's logging is never cut."""
     if not study.scheduler:
         return None
     from ray.tune.schedulers import ASHAScheduler
@@ -170,13 +159,10 @@ def make_reporter(study: Study):
                        mode=study.mode, sort_by_metric=False)
 
 
-def make_tuner(study: Study, study_dir: Path, tracker: StudyTracker | None,
-               max_concurrent: int):
+def make_tuner(study: Study, study_dir: Path, tracker: StudyTracker | None, max_concurrent: int):
     from ray import tune
 
-    def name(trial) -> str:  # the trial's key: its folder, its Tune name, its MLflow tag
-        return _ident(study, trial.config).key
-
+    name = functools.partial(_key, study)
     in_trial = study.base.train.workers == 0
     callbacks = [_tracking_callback(tracker, study, study_dir)] if tracker else []
     return tune.Tuner(
@@ -189,8 +175,7 @@ def make_tuner(study: Study, study_dir: Path, tracker: StudyTracker | None,
         run_config=tune.RunConfig(
             name=TRIALS, storage_path=str(study_dir), verbose=1, progress_reporter=make_reporter(study),
             callbacks=callbacks, checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-            # a trial in its own process restarts from its last checkpoint, as Ray Train does with
-            # train.max_failures; a Ray Train run handles its workers' failures itself
+            # a trial in its own process restarts from its checkpoint; Ray Train's runs do it themselves
             failure_config=tune.FailureConfig(max_failures=study.base.train.max_failures if in_trial else 0)),
     )
 
@@ -200,9 +185,7 @@ def trainable(study: Study, study_dir: Path):
 
     if study.base.train.workers == 0:  # the trial process trains: it holds the CPUs and GPUs
         resources = {"CPU": study.resources["cpus_per_worker"], "GPU": study.resources["gpus_per_worker"]}
-    else:
-        # the trial process only waits on its Ray Train run, whose workers hold the CPUs/GPUs;
-        # Tune needs a non-empty request, so the trial asks for a little memory and no CPU
+    else:  # the trial only waits on its Ray Train workers; Tune needs a non-empty request
         resources = {"CPU": 0, "memory": TRIAL_MEMORY}
     return tune.with_resources(tune.with_parameters(run_trial, study=study, study_dir=str(study_dir)),
                                resources)
@@ -229,23 +212,23 @@ def run_study(study: Study, *, study_dir: Path | None = None, resume: bool = Fal
     """Run (or continue) ``study``; returns where everything went and the results table."""
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"  # Tune's CLIReporter table instead of the new output
-    # Tune writes its experiment state after each trial checkpoint (CheckpointConfig(num_to_keep=1)),
-    # so that a restore starts each trial from the last epoch Tune and MLflow have seen; with
-    # epochs of a few seconds Tune warns that this happens often, which is intended here
+    # Tune saves its state at each trial checkpoint, so that a restore starts every trial from the
+    # last epoch Tune and MLflow saw; with short epochs it warns that this is often: intended
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     if resume:
         study_dir = study_dir.resolve() if study_dir else latest_study_dir(study)
     else:
         study_dir = (study_dir or new_study_dir(study)).resolve()
     with RunLock(study_dir, "study folder"):  # one driver per study folder, for the whole study
-        return _run_study(study, study_dir, resume, tracking_uri, address, max_concurrent, out)
-
-
-def _run_study(study: Study, study_dir: Path, resume: bool, tracking_uri: str | None, address: str | None,
-               max_concurrent: int | None, out) -> Outcome:
-    tracker = _open(study, study_dir, resume, tracking_uri)
-    grid, before, notices = _fit(study, study_dir, resume, tracker, address,
+        tracker = _open(study, study_dir, resume, tracking_uri)
+        grid, before, notices = _fit(study, study_dir, resume, tracker, address,
                                      max_concurrent or study.max_concurrent, out)
+        return _finish(study, study_dir, tracker, grid, before, notices.interrupted)
+
+
+def _finish(study: Study, study_dir: Path, tracker: StudyTracker | None, grid, before: int,
+            interrupted: bool) -> Outcome:
+    """The results of Tune's ``grid``: the table and its files, the MLflow parent run closed."""
     incomplete = grid.num_terminated + grid.num_errors < study.total_trials()  # interrupted
     records, failed = _records(study, grid, incomplete)
     results = report.build(records, study.metric, study.mode, study.swept, study.reference,
@@ -257,11 +240,11 @@ def _run_study(study: Study, study_dir: Path, resume: bool, tracking_uri: str | 
                             {"adautomix.trials_done": str(len(records))},
                             champion=report.best_key(records, study.metric, study.mode), model_name=study.name,
                             publish=functools.partial(
-                                mlflow_view.finish, results_csv=study_dir / "results.csv",
+                                mlflow_view.finish, rows=report.csv_rows(results)[1],
                                 metric=study.metric, mode=study.mode, swept=study.swept))
     return Outcome(study_dir, tracker.uri if tracker and not tracker.failed else None,
                    tracker.experiment_id if tracker else None, records, failed, report.markdown(results),
-                   study.total_trials() - before, incomplete, notices.interrupted,
+                   study.total_trials() - before, incomplete, interrupted,
                    tracker.parent_run_id if tracker else None)
 
 
@@ -286,15 +269,13 @@ def _open(study: Study, study_dir: Path, resume: bool, tracking_uri: str | None)
 
 def _fit(study: Study, study_dir: Path, resume: bool, tracker: StudyTracker | None, address: str | None,
          max_concurrent: int, out):
-    """Tune's run of the study (restored when ``resume`` finds Tune's state): returns its
-    ``ResultGrid``, the trials that had ended before, and its ``_TuneStopNotices`` (whether
-    Ctrl-C stopped it)."""
+    """Tune's run of the study, restored when ``resume`` finds Tune's state: its ``ResultGrid``,
+    the trials that had ended before, and the ``_TuneStopNotices`` (whether Ctrl-C stopped it)."""
     import ray
     from ray import tune
 
     started = connect(address, study.base.train.env_vars)
-    # Ctrl-C: Tune's own handler stops the trials and saves the experiment's state one last time;
-    # its notices are dropped, the runner prints one line with the --resume command instead
+    # Ctrl-C: Tune's handler stops the trials and saves its state; the runner prints one line
     notices = _TuneStopNotices()
     logging.getLogger("ray.tune.tune").addFilter(notices)
     try:
@@ -335,9 +316,8 @@ class _TuneStopNotices(logging.Filter):
 
 
 def _records(study: Study, grid, incomplete: bool) -> tuple[list[dict], list[str]]:
-    """Plain records of Tune's results (``evaluation.report``) and one line per failed trial.
-    A trial that ended before its last epoch was stopped early, unless the study was
-    interrupted (then it may just be unfinished, and is left out)."""
+    """Plain records of Tune's results (``evaluation.report``) and one line per failed trial. A
+    trial that ended before its last epoch stopped early; in an interrupted study it is left out."""
     records, failed = [], []
     for result in grid:
         trial = _ident(study, result.config)
@@ -354,8 +334,7 @@ def _records(study: Study, grid, incomplete: bool) -> tuple[list[dict], list[str
 
 
 def _error_line(error: BaseException) -> str:
-    """A failed trial's error as the study reports it: its type, and for a run that stopped
-    itself with a one-line reason (a non-finite loss) that reason."""
+    """A failed trial's error type; with the reason when the run stopped itself (non-finite loss)."""
     seen = error
     while seen is not None:
         cause = getattr(seen, "cause", None) or seen.__cause__  # Ray's RayTaskError keeps .cause
@@ -367,8 +346,7 @@ def _error_line(error: BaseException) -> str:
 
 
 def _history(result, metric: str) -> list[dict]:
-    """The trial's per-epoch ``epoch``, ``top1`` and ``metric``: every result Tune received
-    (``Result.metrics_dataframe``, read from the trial's ``progress.csv``)."""
+    """The trial's ``epoch``, ``top1`` and ``metric`` of every result Tune received (its progress.csv)."""
     frame = result.metrics_dataframe
     if frame is None or "epoch" not in frame:
         return []
@@ -378,9 +356,8 @@ def _history(result, metric: str) -> list[dict]:
 
 
 def _resume_uri(stored: str | None, given: str | None) -> str | None:
-    """The tracking URI of a resumed study: the one in ``state.json``, which holds it with its
-    password masked; then the full URI must be given again (``--tracking-uri`` or
-    ``$MLFLOW_TRACKING_URI``)."""
+    """A resumed study's tracking URI: ``state.json``'s, unless its password is masked there; then
+    the full URI must be given again (``--tracking-uri`` or ``$MLFLOW_TRACKING_URI``)."""
     if not stored:
         return None
     if not given and mask(stored) == stored:  # no password: the stored URI is whole

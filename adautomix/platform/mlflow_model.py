@@ -1,8 +1,5 @@
-"""The headline model in MLflow: exported at the end of a run (``ExportModel``, with
-``models/export.py``), logged in MLflow's ``pt2`` format (``torch.export``: a traced graph, no
-pickle) with a signature and an input example, and a study's best one registered under the
-study's name with the alias ``champion``.
-"""
+"""The headline model in MLflow: exported at a run's end (``ExportModel``), logged in MLflow's ``pt2`` format
+(``torch.export``, no pickle) with a signature and input example; a study's best registered as ``champion``."""
 from __future__ import annotations
 
 import contextlib
@@ -18,19 +15,14 @@ CHAMPION = "champion"  # the registry alias of a study's best model
 
 
 class ExportModel(Callback):
-    """Rank 0 exports the headline model (the ``nn.Module`` whose top-1 is ``top1``: AdAutoMix's
-    EMA teacher) into the run directory at the end of a run, with two test images as its input
-    example (``models/export.py``). ``StudyTracker`` and ``RunLogger`` log it
-    (``mlflow.log_model=true``)."""
+    """At a run's end, rank 0 exports the headline model (the one scoring ``top1``), two test images as its example."""
 
     def on_end(self, summary: dict, trainer) -> None:
-        x = next(iter(trainer.test_loader))[0][:2]
-        export_model(trainer.step.headline_model, x, trainer.out)
+        export_model(trainer.step.headline_model, next(iter(trainer.test_loader))[0][:2], trainer.out)
 
 
 def log_run_files(uri: str, c, run_id: str, run_dir: Path) -> None:
-    """A finished run's files into its MLflow run: ``config.yaml``, ``metrics.json``,
-    ``metrics.jsonl``, ``eval.json`` (with ``train.final_eval``), ``pictures/`` and the model."""
+    """A finished run's files into its MLflow run: config, metrics, ``eval.json``, ``pictures/``, the model."""
     run_dir = Path(run_dir)
     for name in ("config.yaml", "metrics.json", "metrics.jsonl", "eval.json"):
         if (run_dir / name).exists():
@@ -42,8 +34,7 @@ def log_run_files(uri: str, c, run_id: str, run_dir: Path) -> None:
 
 
 def log_model(uri: str, run_id: str, run_dir: Path) -> str:
-    """Log ``run_dir``'s exported model into run ``run_id`` in MLflow's ``pt2`` format, with a
-    signature inferred from its input example and its output; returns the model's URI."""
+    """Log ``run_dir``'s exported model into run ``run_id`` (``pt2``, signature from its example); its URI."""
     import mlflow.pytorch
     import torch
     from mlflow.models import infer_signature
@@ -57,16 +48,14 @@ def log_model(uri: str, run_id: str, run_dir: Path) -> str:
             module, name="model", serialization_format="pt2", input_example=example,
             signature=signature, pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
         mlflow.set_tag(MODEL_URI_TAG, info.model_uri)
-        # which head's top-1 the logged model scores (model(x) gives that head's logits)
-        mlflow.set_tag(TAG_PREFIX + "model_head", head)
+        mlflow.set_tag(TAG_PREFIX + "model_head", head)  # the head whose logits model(x) gives
     return info.model_uri
 
 
 @contextlib.contextmanager
 def _fluent(uri: str):
-    """MLflow's fluent API (``mlflow.start_run``, which ``log_model`` logs into) pointed at ``uri``
-    for the block. ``mlflow.set_tracking_uri`` also sets ``$MLFLOW_TRACKING_URI``, which every
-    process started later would inherit (with a password, if the URI has one): it is put back."""
+    """MLflow's fluent API pointed at ``uri`` for the block, then ``$MLFLOW_TRACKING_URI`` put back: its
+    ``set_tracking_uri`` sets it, and every later process would inherit it (a password too, if any)."""
     import mlflow
 
     saved = os.environ.get("MLFLOW_TRACKING_URI")
@@ -74,17 +63,14 @@ def _fluent(uri: str):
     try:
         yield
     finally:
-        if saved is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-        else:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+        if saved is not None:
             os.environ["MLFLOW_TRACKING_URI"] = saved
 
 
 def register(uri: str, c, run_id: str, model_uri: str, name: str, key: str) -> None:
-    """Register ``model_uri`` (logged by run ``run_id``, the trial ``key``) as a new version of
-    ``name`` and point the alias ``champion`` at it. MlflowClient's calls, which print nothing
-    (``mlflow.register_model`` prints a line for each model and version it creates); the store
-    finds a ``models:/`` source through the fluent API's URI."""
+    """Register ``model_uri`` (run ``run_id``, trial ``key``) as a new version of ``name``, aliased ``champion``:
+    with MlflowClient, which prints nothing; the store finds a ``models:/`` source through ``_fluent``'s URI."""
     from mlflow.exceptions import MlflowException
 
     try:

@@ -1,6 +1,4 @@
-"""The MLflow tracking store (https://mlflow.org/docs/latest/ml/tracking/): its URI (resolved,
-masked, shown), a client, the one warning a failure prints, an epoch record as MLflow metrics.
-``mlflow`` is imported only when something is logged."""
+"""The MLflow tracking store: its URI, a client, the failure warning, metrics. ``mlflow`` is imported on use only."""
 from __future__ import annotations
 
 import logging
@@ -19,22 +17,16 @@ TAG_PREFIX = "adautomix."
 TRIAL_KEY_TAG = "adautomix.trial_key"
 STUDY_TAG = "adautomix.study"
 MODEL_URI_TAG = "adautomix.model_uri"
-# MLflow 3's UI shows an experiment by its kind: GenAI experiments land on traces, model-training
-# ones on their runs (the values of the UI's experiment-type switch)
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
-MODEL_TRAINING = "custom_model_development"
-# MLflow's own HTTP retry settings, for what the user has not set. MLflow's default (7 retries,
-# backoff factor 2) waits about 4 minutes per call on a dead server; nothing is lost by giving up
-# after seconds: a study's failed call is sent again, and the epochs a run lacks are back-filled.
+MODEL_TRAINING = "custom_model_development"  # MLflow 3's UI opens it on its runs (not on traces, as for GenAI)
+# MLflow's HTTP settings where the user set none: its own 7 retries wait ~4 min a call on a dead server, and a failed
+# call is sent again later (study) or back-filled (run); no URL (it may hold a password) printed
 _CLIENT_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-                    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
-                    # MLflow prints each closed run's URL, credentials and all; ours are masked
-                    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
+                    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30", "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
 
 
 def resolve_tracking_uri(uri: str | None) -> str:
-    """``uri`` (or ``$MLFLOW_TRACKING_URI``, else the local SQLite store) with local paths made
-    absolute, so that the URI means the same store from any working directory."""
+    """``uri`` (else ``$MLFLOW_TRACKING_URI``, else the local SQLite store), local paths made absolute."""
     uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
         return "sqlite:///" + str(Path(uri[len("sqlite:///"):]).resolve())
@@ -49,14 +41,11 @@ def is_local_store(uri: str) -> bool:
 
 
 def mask(uri: str) -> str:
-    """``uri`` with its password replaced by ``***`` (``http://user:***@host:5000``): the form
-    that is printed and written. Credentials belong in ``MLFLOW_TRACKING_USERNAME`` and
-    ``MLFLOW_TRACKING_PASSWORD``, which never appear in a URI."""
+    """``uri`` with its password as ``***`` (``http://user:***@host:5000``), the form printed and written."""
     parts = urlsplit(uri)
     if parts.password is None:
         return uri
-    host = parts.netloc.rsplit("@", 1)[1]
-    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{parts.netloc.rsplit('@', 1)[1]}"))
 
 
 def ui_command(uri: str) -> str:
@@ -65,23 +54,18 @@ def ui_command(uri: str) -> str:
 
 
 def runs_url(uri: str, experiment_id: str) -> str:
-    """The UI page of the experiment's training runs: on the server itself for an HTTP URI,
-    else where ``mlflow ui`` serves. ``workflowType=machine_learning`` switches the UI (which
-    remembers GenAI as its mode otherwise) to its model-training side. No credentials in it."""
+    """The UI page of the experiment's training runs (``workflowType``: not the GenAI side), no credentials."""
+    base = UI_ADDRESS
     if uri.startswith(("http://", "https://")):
         parts = urlsplit(uri)
         base = urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[-1])).rstrip("/")
-    else:
-        base = UI_ADDRESS
     return f"{base}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
 
 
 def client(uri: str):
     """An ``MlflowClient`` for ``uri`` with short HTTP retries (see ``_CLIENT_DEFAULTS``)."""
-    for key, value in _CLIENT_DEFAULTS.items():
-        os.environ.setdefault(key, value)
-    # urllib3 logs a line per retry of each call; the one warning (``warn``) says the store is down
-    logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
+    os.environ.update({k: v for k, v in _CLIENT_DEFAULTS.items() if k not in os.environ})
+    logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)  # a line per retry; ``warn`` says it once
     from mlflow import MlflowClient
 
     return MlflowClient(tracking_uri=uri)
@@ -112,8 +96,7 @@ def epoch_metrics(record: dict[str, float]) -> list:
 
 
 def backfill(c, run_id: str, records: Iterable[dict], before: int | None = None) -> None:
-    """The outage path: the epoch records (a checkpoint's history, ``metrics.jsonl``) whose epoch
-    the run lacks (before ``before``, if given), after a store was down or a process killed."""
+    """Log the epoch records (``metrics.jsonl``) the run lacks (below ``before``, if given), after an outage or kill."""
     logged = {m.step for m in c.get_metric_history(run_id, "top1")}
     for record in records:
         epoch = int(record["epoch"])
@@ -123,12 +106,10 @@ def backfill(c, run_id: str, records: Iterable[dict], before: int | None = None)
 
 def warn(uri: str, err: BaseException, what: str, where: str | None = None, retry: bool = False) -> None:
     """The one clear message a tracking failure gets (training goes on); the URI is masked."""
-    lines = [f"WARNING: MLflow tracking failed ({what}) at {mask(uri)}: {error_line(err, uri)}",
-             "  training continues; " + ("what is not logged is kept and sent when the store answers again"
-                                         if retry else "MLflow logging is off for this study")]
-    if where:
-        lines.append(f"  the metrics stay in {where} (metrics.jsonl per epoch, metrics.json)")
-    print("\n".join(lines), file=sys.stderr, flush=True)
+    kept = f"\n  the metrics stay in {where} (metrics.jsonl per epoch, metrics.json)" if where else ""
+    print(f"WARNING: MLflow tracking failed ({what}) at {mask(uri)}: {error_line(err, uri)}\n  training continues; "
+          + ("what is not logged is kept and sent when the store answers again" if retry
+             else "MLflow logging is off for this study") + kept, file=sys.stderr, flush=True)
 
 
 def error_line(err: BaseException, uri: str) -> str:
@@ -138,17 +119,11 @@ def error_line(err: BaseException, uri: str) -> str:
 
 
 def commit_tags() -> dict[str, str]:
-    """The code's commit, as this project's tag and as MLflow's own (the UI shows the latter)."""
-    commit = git_commit()
-    return {TAG_PREFIX + "git_commit": commit, "mlflow.source.git.commit": commit}
-
-
-def git_commit() -> str:
-    """The commit of the code (``-dirty`` when the checkout has changes), or ``unknown``."""
-    root = Path(__file__).resolve().parent.parent
+    """The code's commit (``-dirty`` if changed; ``unknown`` outside git) as our tag and MLflow's (the UI's)."""
     try:
-        out = subprocess.run(["git", "-C", str(root), "describe", "--always", "--dirty", "--abbrev=40"],
-                             capture_output=True, text=True, timeout=10)
+        out = subprocess.run(["git", "-C", str(Path(__file__).resolve().parent.parent), "describe", "--always",
+                              "--dirty", "--abbrev=40"], capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "unknown"
+        out = None
+    commit = (out.stdout.strip() if out is not None and out.returncode == 0 else "") or "unknown"
+    return {TAG_PREFIX + "git_commit": commit, "mlflow.source.git.commit": commit}

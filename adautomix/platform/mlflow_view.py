@@ -1,16 +1,12 @@
-"""The MLflow page a study's URL opens with no clicks: MLflow's own shared view (what the UI's
-*Share* button stores as the experiment tag ``mlflow.sharedViewState.<key>``), written when the
-study ends, keyed by its parent run's id. What the view shows, and why it groups by setting
-instead of nesting trials under the parent: docs/mlflow.md. ``c`` is an ``MlflowClient``.
-"""
+"""The MLflow page a study's URL opens with no clicks: MLflow's own shared view (what the UI's *Share* button
+stores as the experiment tag ``mlflow.sharedViewState.<key>``), written when the study ends, keyed by its parent
+run's id. What it shows, and why it groups by setting instead of nesting: docs/mlflow.md. ``c``: an MlflowClient."""
 from __future__ import annotations
 
-import csv
 import json
 import math
 import re
 import time
-from pathlib import Path
 from urllib.parse import quote
 
 from ..evaluation.report import short_key
@@ -24,38 +20,27 @@ _NAME_UNSAFE = re.compile(r"[^\w.\- /]")  # metric names: MLflow allows [/\w.\- 
 
 
 def study_url(uri: str, experiment_id: str, parent_run_id: str) -> str:
-    """The URL of the study's view: the experiment's runs page (``mlflow_store.runs_url``) in the
-    state ``publish`` stored, on its chart tab."""
+    """The URL of the study's view: the experiment's runs page in the state ``publish`` stored, on its chart tab."""
     from .mlflow_store import runs_url
 
-    return (f"{runs_url(uri, experiment_id)}&viewStateShareKey={quote(parent_run_id)}"
-            "&compareRunsMode=CHART")
+    return f"{runs_url(uri, experiment_id)}&viewStateShareKey={quote(parent_run_id)}&compareRunsMode=CHART"
 
 
 def view_state(parent_run_id: str, metric: str, mode: str, swept: list[str], n_trials: int) -> dict:
-    """The runs page's state, as the UI's *Share* button stores it (MLflow UI 3.x: the search
-    facets ``searchFilter``, ``orderByKey``, ``orderByAsc``, and the ``ExperimentPageUIState``
-    keys below; a shared view leaves out which rows are expanded, pinned or hidden).
-
-    Args:
-        parent_run_id: the study's parent run; its runs carry it in ``adautomix.study_run``.
-        metric, mode: the study's headline metric and whether higher is better (``max``).
-        swept: the swept config keys (each trial's tag ``adautomix.swept.<key>``).
-        n_trials: how many trials the charts must show (MLflow draws 10 runs per chart otherwise).
-    """
+    """The runs page's state as the UI's *Share* button stores it (MLflow UI 3.x: the search facets and the
+    ``ExperimentPageUIState`` keys; a shared view leaves out which rows are expanded, pinned or hidden).
+    ``metric``/``mode``: the study's headline metric and direction; ``swept``: the swept config keys;
+    ``n_trials``: how many trials the charts must show (MLflow draws 10 runs per chart otherwise)."""
     metric_col = f"metrics.`{metric}`"
     group_keys = [{"mode": "tag", "groupByData": SWEPT_TAG_PREFIX + k} for k in swept]
     shown = max(n_trials, 10)
-    line = {"uuid": f"{SECTION}-{metric}-curve", "type": "LINE", "metricSectionId": SECTION,
-            "deleted": False, "isGenerated": False,
-            "metricKey": metric, "selectedMetricKeys": [metric], "runsCountToCompare": shown,
-            "lineSmoothness": 0, "xAxisKey": "step", "xAxisScaleType": "linear", "scaleType": "linear",
-            "selectedXAxisMetricKey": "", "yAxisKey": "metric", "yAxisExpressions": [],
-            "range": {}, "ignoreOutliers": False, "useGlobalXaxisKey": False,
-            "useGlobalLineSmoothing": False, "displayPoints": True}
-    bars = {"uuid": f"{SECTION}-{metric}-last", "type": "BAR", "metricSectionId": SECTION,
-            "deleted": False, "isGenerated": False,
-            "metricKey": metric, "runsCountToCompare": shown}
+    chart = {"metricSectionId": SECTION, "deleted": False, "isGenerated": False, "metricKey": metric}
+    line = {"uuid": f"{SECTION}-{metric}-curve", "type": "LINE", **chart, "selectedMetricKeys": [metric],
+            "runsCountToCompare": shown, "lineSmoothness": 0, "xAxisKey": "step", "xAxisScaleType": "linear",
+            "scaleType": "linear", "selectedXAxisMetricKey": "", "yAxisKey": "metric", "yAxisExpressions": [],
+            "range": {}, "ignoreOutliers": False, "useGlobalXaxisKey": False, "useGlobalLineSmoothing": False,
+            "displayPoints": True}
+    bars = {"uuid": f"{SECTION}-{metric}-last", "type": "BAR", **chart, "runsCountToCompare": shown}
     return {
         # search facets: this study's runs, best first
         "searchFilter": f"tags.`{STUDY_RUN_TAG}` = '{parent_run_id}'",
@@ -63,16 +48,13 @@ def view_state(parent_run_id: str, metric: str, mode: str, swept: list[str], n_t
         # the page: grouped by setting, every trial in the charts, the headline columns
         "groupBy": {"aggregateFunction": "average", "groupByKeys": group_keys} if swept else None,
         "groupsExpanded": {",".join(f"tag.{g['groupByData']}" for g in group_keys): True},
-        "useGroupedValuesInCharts": False,
-        "runsHiddenMode": "SHOW_ALL",
+        "useGroupedValuesInCharts": False, "runsHiddenMode": "SHOW_ALL",
         "selectedColumns": [metric_col, *(f"tags.`{SWEPT_TAG_PREFIX}{k}`" for k in swept)],
         "compareRunCharts": [line, bars],
         "compareRunSections": [{"uuid": SECTION, "name": f"{metric} of each trial", "display": True,
                                 "isReordered": False}],
-        "isAccordionReordered": False, "hideEmptyCharts": True, "viewMaximized": False,
-        "runListHidden": False,
-        # the charts of the headline metric only (MLflow adds one for every metric logged, the
-        # parent's summary metrics included); the UI reads it as a case-blind regular expression
+        "isAccordionReordered": False, "hideEmptyCharts": True, "viewMaximized": False, "runListHidden": False,
+        # the headline metric's charts only (MLflow adds one per metric logged): a case-blind regular expression
         "chartsSearchFilter": f"^{re.escape(metric)}$",
         "globalLineChartConfig": {"xAxisKey": "step", "lineSmoothness": 0, "selectedXAxisMetricKey": ""},
     }
@@ -90,40 +72,32 @@ def publish(c, experiment_id: str, parent_run_id: str, metric: str, mode: str, s
                          json.dumps(state, separators=(",", ":")))
 
 
-def summary_metrics(results_csv: Path, swept: list[str], metric: str) -> dict[str, float]:
-    """The per-setting aggregates of ``results.csv`` as metrics: ``<setting>/<column>`` for the
-    number of seeds and every numeric column about ``metric`` (mean, std, CI, Δ, p), e.g.
-    ``method mixup/top1_mean``."""
+def summary_metrics(rows: list[dict], swept: list[str], metric: str) -> dict[str, float]:
+    """The per-setting aggregates (``evaluation.report.csv_rows``, as in ``results.csv``) as metrics
+    ``<setting>/<column>``: the number of seeds and every numeric column about ``metric`` (mean, std, CI, Δ, p),
+    e.g. ``method mixup/top1_mean``."""
     out = {}
-    with Path(results_csv).open(newline="") as fh:
-        for row in csv.DictReader(fh):
-            label = " ".join(f"{short_key(k)} {row[k]}" for k in swept) or "all"
-            for col, text in row.items():
-                if col in swept or not _about(col, metric):
-                    continue
-                try:
-                    value = float(text)
-                except (TypeError, ValueError):
-                    continue  # a verdict, a test's name, an empty cell
-                if math.isfinite(value):
-                    out[_NAME_UNSAFE.sub("_", f"{label}/{col}")] = value
+    for row in rows:
+        label = " ".join(f"{short_key(k)} {row[k]}" for k in swept) or "all"
+        for col, text in row.items():
+            about = col.startswith(metric + "_") or col in ("n", "n_seeds") or col.split("_")[0] in ("delta", "p")
+            if col in swept or not about:
+                continue
+            try:
+                value = float(text)
+            except (TypeError, ValueError):
+                continue  # a verdict, a test's name, an empty cell
+            if math.isfinite(value):
+                out[_NAME_UNSAFE.sub("_", f"{label}/{col}")] = value
     return out
 
 
-def _about(column: str, metric: str) -> bool:
-    return (column.startswith(metric + "_") or column in ("n", "n_seeds")
-            or column.split("_")[0] in ("delta", "p"))
-
-
-def finish(c, experiment_id: str, parent_run_id: str, *, results_csv: Path | None, metric: str,
-           mode: str, swept: list[str]) -> None:
-    """At the end of a study: the per-setting aggregates of ``results_csv`` as metrics of the
-    parent run (``log_batch`` splits them into calls of MLflow's batch limit), then the study's
-    view (``study_url``)."""
+def finish(c, experiment_id: str, parent_run_id: str, *, rows: list[dict], metric: str, mode: str,
+           swept: list[str]) -> None:
+    """At the end of a study: the per-setting aggregates ``rows`` as the parent run's metrics (``log_batch``
+    splits them into calls of MLflow's batch limit), then the study's view (``study_url``)."""
     from mlflow.entities import Metric
 
-    if results_csv is not None and Path(results_csv).exists():
-        now = int(time.time() * 1000)
-        c.log_batch(parent_run_id, metrics=[
-            Metric(k, v, now, 0) for k, v in summary_metrics(results_csv, swept, metric).items()])
+    now = int(time.time() * 1000)
+    c.log_batch(parent_run_id, metrics=[Metric(k, v, now, 0) for k, v in summary_metrics(rows, swept, metric).items()])
     publish(c, experiment_id, parent_run_id, metric, mode, swept)

@@ -9,7 +9,6 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-CHECKED_WITH = "2.60.0"
 # ray._private.authentication.authentication_token_setup: warns on every start of a local
 # cluster with token authentication that it is on (module logger, logging.getLogger(__name__))
 TOKEN_NOTICE_LOGGER = "ray._private.authentication.authentication_token_setup"

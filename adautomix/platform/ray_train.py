@@ -15,21 +15,10 @@ import socket
 import sys
 from pathlib import Path
 
-from .. import stopping
+from .. import engine, stopping
 from ..checkpoints import history
 from ..config import Config, ConfigError
 from ..data.datasets import DataError
-from ..engine import (
-    CHECKPOINT,
-    Callback,
-    CheckpointError,
-    CheckpointWriteError,
-    NonFiniteLossError,
-    Trainer,
-    check_run_dir,
-    newest_checkpoint,
-    write_config,
-)
 from ..models.pretrained import InitError
 from ..runlock import RunLock, check_launch_id, write_launch_id
 from . import ray_private
@@ -37,10 +26,11 @@ from . import ray_private
 # Ray Train's storage inside the run directory, under a fixed run name: Ray Train itself restores
 # a second launch of the same run
 RAY_STORAGE, RUN_NAME = "ray", "train"
-# MLflow's credential and connection variables: every worker gets the driver's values
-MLFLOW_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD",
-              "MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_INSECURE_TLS",
-              "MLFLOW_TRACKING_SERVER_CERT_PATH", "MLFLOW_TRACKING_CLIENT_CERT_PATH")
+MLFLOW_ENV = "MLFLOW_TRACKING_*"  # MLflow's URI, credentials and TLS settings: every worker gets the driver's
+# A worker's errors that the driver raises as one line: bad input (what the launch wrote is undone),
+# and a run that stopped itself (a full disk, a non-finite loss)
+BAD_INPUT = (DataError, ConfigError, engine.CheckpointError, InitError)
+STOPPED = (engine.CheckpointWriteError, engine.NonFiniteLossError)
 
 
 class RayTrainError(RuntimeError):
@@ -50,12 +40,12 @@ class RayTrainError(RuntimeError):
 def forwarded_env(names: list[str] | tuple[str, ...] = ()) -> dict[str, str]:
     """The driver's variables (those set) that every worker gets: ``MLFLOW_ENV`` and ``names``
     (``train.env_vars``: a name, or a prefix ending in ``*`` such as ``NCCL_*``)."""
-    prefixes = tuple(n[:-1] for n in names if n.endswith("*"))
-    exact = set(MLFLOW_ENV) | {n for n in names if not n.endswith("*")}
+    names = (MLFLOW_ENV, *names)
+    prefixes, exact = tuple(n[:-1] for n in names if n.endswith("*")), {n for n in names if not n.endswith("*")}
     return {k: v for k, v in os.environ.items() if k in exact or (prefixes and k.startswith(prefixes))}
 
 
-class ReportEpochs(Callback):
+class ReportEpochs(engine.Callback):
     """The one route of a run's epoch records to Ray (Tune's table, ASHA, the study's tracker),
     with the checkpoint when one was written. ``to="train"`` on Ray Train workers (the report is
     collective: every rank calls it, rank 0 hands over its checkpoint; in a Tune trial Ray's
@@ -64,16 +54,15 @@ class ReportEpochs(Callback):
     def __init__(self, to: str = "train"):
         self.to = to
 
-    def setup(self, trainer: Trainer) -> None:
+    def setup(self, trainer: engine.Trainer) -> None:
         if trainer.history and trainer.epoch >= trainer.cfg.train.epochs:
-            # restored from the run's last checkpoint (the launch that finished it was cut off
-            # before Ray recorded the end): report the final record once more, train nothing
+            # restored after the last epoch (Ray missed the end of the launch): report it again, train nothing
             self._report(trainer, None)
 
-    def on_epoch_end(self, trainer: Trainer, checkpoint: Path | None) -> None:
+    def on_epoch_end(self, trainer: engine.Trainer, checkpoint: Path | None) -> None:
         self._report(trainer, checkpoint)
 
-    def _report(self, trainer: Trainer, checkpoint: Path | None) -> None:
+    def _report(self, trainer: engine.Trainer, checkpoint: Path | None) -> None:
         metrics = dict(trainer.history[-1])  # the epoch record: plain numbers (engine.EpochRecord)
         if self.to == "tune":
             from ray import tune
@@ -120,24 +109,23 @@ def _worker_loop(config: dict) -> None:
     callbacks = [ReportEpochs("train"), *config["callbacks"]]
     try:
         check_launch_id(Path(cfg.out_dir), config["launch"])  # a worker on a node without out_dir stops
-        trainer = Trainer(cfg, rank, world_size, wrap=wrap, callbacks=callbacks, device=device,
+        trainer = engine.Trainer(cfg, rank, world_size, wrap=wrap, callbacks=callbacks, device=device,
                           quiet=config["quiet"])
         # Ray's checkpoint: the group restarted after a failure, or the run launched again
         restore(trainer, ray.train.get_checkpoint(), cfg.train.resume)
         trainer.fit()
-    except (DataError, ConfigError, CheckpointError, CheckpointWriteError, NonFiniteLossError, InitError):
-        # the driver prints these as one line; Ray Train would log the worker's traceback first
+    except BAD_INPUT + STOPPED:  # one line on the driver; Ray Train would log the worker's traceback first
         ray_private.mute_worker_tracebacks()
         raise
 
 
-def restore(trainer: Trainer, checkpoint, resume: bool) -> None:
+def restore(trainer: engine.Trainer, checkpoint, resume: bool) -> None:
     """Start from Ray's ``checkpoint`` of the run (or the run's own ``last.pt`` when that is
     newer) when Ray has one, else from the run's own when ``resume``."""
-    own = Path(trainer.cfg.out_dir) / CHECKPOINT
+    own = Path(trainer.cfg.out_dir) / engine.CHECKPOINT
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
-            trainer.load_checkpoint(newest_checkpoint(Path(folder) / own.name, own))
+            trainer.load_checkpoint(engine.newest_checkpoint(Path(folder) / own.name, own))
     elif resume:
         trainer.resume()
 
@@ -245,12 +233,9 @@ def _worker_resources(cfg: Config) -> dict[str, float]:
 
 
 def check_cluster_fits(cfg: Config) -> None:
-    """Raise ``RayTrainError`` now when the cluster's nodes cannot hold ``train.workers`` workers.
-
-    Each worker must fit on one node; a placement that can never happen would otherwise wait for
-    resources that never come. Clusters with an autoscaler are left to Ray Train (it checks the
-    autoscaler's limits and times out the placement itself).
-    """
+    """Raise ``RayTrainError`` now when the nodes cannot hold ``train.workers`` workers (each on
+    one node), instead of waiting for resources that never come. A cluster with an autoscaler is
+    left to Ray Train, which checks its limits and times out the placement itself."""
     import ray
 
     if ray_private.has_autoscaler():
@@ -275,10 +260,8 @@ def check_cluster_fits(cfg: Config) -> None:
 
 
 def check_store_reachable(uri: str, cfg: Config, address: str | None) -> None:
-    """Refuse a tracking store on the driver's disk when the cluster has more than one node:
-    ``adautomix train --tracking-uri`` logs from rank 0, which may run on any node, where a
-    SQLite file or folder of the driver's machine does not exist (and SQLite on a network file
-    system is unsafe). Connects to the cluster (``train_with_ray`` then reuses the connection)."""
+    """Refuse a tracking store on the driver's disk (SQLite, a folder) on a cluster of several
+    nodes: rank 0 logs from any node. Connects to the cluster (``train_with_ray`` reuses it)."""
     from .mlflow_store import is_local_store, mask
 
     if not is_local_store(uri):
@@ -297,78 +280,56 @@ def check_store_reachable(uri: str, cfg: Config, address: str | None) -> None:
 
 def _worker_error(err: Exception, kinds) -> Exception | None:
     """The first of the workers' errors in Ray Train's failure ``err`` that is one of ``kinds``."""
-    for failure in (getattr(err, "worker_failures", None) or {}).values():
-        if isinstance(failure, kinds):
-            return failure
-    return None
+    return next((f for f in (getattr(err, "worker_failures", None) or {}).values() if isinstance(f, kinds)), None)
 
 
-def train_with_ray(cfg: Config, address: str | None = None, callbacks: list[Callback] | None = None,
-                   quiet: bool = False, *, run_callbacks: list | None = None,
-                   keep_storage: bool = False) -> dict:
-    """Train ``cfg`` with ``cfg.train.workers`` Ray Train workers; returns the summary.
+def train_with_ray(cfg: Config, address: str | None = None, callbacks: list[engine.Callback] | None = None,
+                   quiet: bool = False, *, run_callbacks: list | None = None, keep_storage: bool = False) -> dict:
+    """Train ``cfg`` (``train.workers >= 1``, each taking ``batch_size / workers`` of the global
+    batch) on Ray Train workers; returns the summary written to ``metrics.json``.
 
     Args:
-        cfg: validated config with ``train.workers >= 1``; the global batch
-            ``train.batch_size`` is split evenly: each worker takes ``batch_size / workers``.
-        address: Ray cluster to join (``host:port``, ``auto``, ``ray://...``); default
+        address: the cluster to join (``host:port``, ``auto``, ``ray://...``); default
             ``RAY_ADDRESS``, else a new local cluster.
-        callbacks: engine ``Callback`` objects given to the Trainer on every worker (picklable).
-        quiet: no progress lines.
-        run_callbacks: Ray Train callbacks of the run (e.g. Ray's ``TuneReportCallback`` when
-            the run is a Tune trial).
-        keep_storage: keep Ray Train's storage (``out_dir/ray/train``, from which a later launch
-            of the run is restored) when the run has finished (a study keeps it, so a restored
-            trial that had finished is not trained again); by default it is removed, since it
-            only duplicates ``checkpoints/last.pt``.
-
-    Returns:
-        The summary written to ``metrics.json`` (as ``engine.train`` returns it).
+        callbacks: engine ``Callback`` objects for the Trainer on every worker (picklable).
+        run_callbacks: Ray Train callbacks (Ray's ``TuneReportCallback`` in a Tune trial).
+        keep_storage: keep Ray Train's storage (``out_dir/ray/train``) of a finished run, so that
+            a restored study does not train its trial again; else removed (it copies ``last.pt``).
     """
     if cfg.train.workers < 1:
         raise ValueError(f"train.workers={cfg.train.workers}: Ray Train needs at least 1 worker")
     cfg = dataclasses.replace(cfg, out_dir=str(Path(cfg.out_dir).expanduser().resolve()))  # for the workers
-    # the driver holds the run directory's lock; the workers, its children, write under it
-    with RunLock(cfg.out_dir):
-        return _train_with_ray(cfg, address, callbacks, quiet, run_callbacks, keep_storage)
+    with RunLock(cfg.out_dir):  # the driver's; its workers write under it
+        out = engine.check_run_dir(cfg)
+        _set_ray_train_env(cfg.train)
+        connect(address, cfg.train.env_vars)  # token authentication before Ray is imported
+        import ray.train
 
-
-def _train_with_ray(cfg: Config, address: str | None, callbacks: list[Callback] | None, quiet: bool,
-                    run_callbacks: list | None, keep_storage: bool) -> dict:
-    out = check_run_dir(cfg)
-    _set_ray_train_env(cfg.train)
-    connect(address, cfg.train.env_vars)  # token authentication before Ray is imported
-    import ray.train
-
-    check_cluster_fits(cfg)
-    write_config(cfg)
-    trainer = _torch_trainer(cfg, list(callbacks or []), quiet, list(run_callbacks or []),
-                             launch=write_launch_id(out))
-    try:
-        trainer.fit()
-    except SystemExit:
-        # Ctrl-C: Ray Train's SIGINT handler aborts the run (its controller stops the workers)
-        # and exits; the caller says what was kept and how to continue
-        raise KeyboardInterrupt from None
-    except ray.train.TrainingFailedError as err:
-        _raise_failure(err, cfg, address)
-    if not keep_storage:
-        shutil.rmtree(out / RAY_STORAGE, ignore_errors=True)
-    return json.loads((out / "metrics.json").read_text())
+        check_cluster_fits(cfg)
+        engine.write_config(cfg)
+        trainer = _torch_trainer(cfg, list(callbacks or []), quiet, list(run_callbacks or []),
+                                 launch=write_launch_id(out))
+        try:
+            trainer.fit()
+        except SystemExit:  # Ctrl-C: Ray Train's handler stopped the workers and exits
+            raise KeyboardInterrupt from None
+        except ray.train.TrainingFailedError as err:
+            _raise_failure(err, cfg, address)
+        if not keep_storage:
+            shutil.rmtree(out / RAY_STORAGE, ignore_errors=True)
+        return json.loads((out / "metrics.json").read_text())
 
 
 def _set_ray_train_env(t) -> None:
     """The variables Ray Train copies from the driver to its controller and workers."""
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")  # the default from Ray 2.5x; older: opt in
-    # Print patch off: it would send each progress line through a logger as well, so the console
-    # showed it twice. The start timeout bounds each attempt to place the worker group (a node
-    # lost on a cluster without an autoscaler never comes back); train.controller_failure_limit
-    # bounds the attempts.
+    # no print patch (the console showed each progress line twice); the start timeout bounds each
+    # attempt to place the worker group (train.controller_failure_limit, the attempts)
     os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
     os.environ["RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"] = f"{t.worker_start_timeout_s:g}"
 
 
-def _torch_trainer(cfg: Config, callbacks: list[Callback], quiet: bool, run_callbacks: list, launch: str):
+def _torch_trainer(cfg: Config, callbacks: list[engine.Callback], quiet: bool, run_callbacks: list, launch: str):
     """Ray Train's ``TorchTrainer`` of the run: its workers, budgets, storage and environment."""
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -383,12 +344,10 @@ def _torch_trainer(cfg: Config, callbacks: list[Callback], quiet: bool, run_call
             resources_per_worker=dict(t.resources_per_worker) or None),
         run_config=ray.train.RunConfig(
             name=RUN_NAME, storage_path=str(Path(cfg.out_dir) / RAY_STORAGE), callbacks=run_callbacks,
-            # three budgets: a worker's failure, a node's preemption (Ray's preemption watcher is
-            # on), a worker group that cannot be (re)placed within the start timeout
+            # a worker's failure, a node's preemption, a worker group not (re)placed in time
             failure_config=ray.train.FailureConfig(
                 max_failures=t.max_failures, max_preemption_failures=t.max_preemption_failures,
                 controller_failure_limit=t.controller_failure_limit),
-            # the workers' environment: MLflow's credentials and train.env_vars, from the driver
             worker_runtime_env={"env_vars": forwarded_env(t.env_vars)},
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
             logging_config=ray.train.LoggingConfig(log_level="WARNING")),
@@ -396,11 +355,10 @@ def _torch_trainer(cfg: Config, callbacks: list[Callback], quiet: bool, run_call
 
 
 def _raise_failure(err: Exception, cfg: Config, address: str | None) -> None:
-    """Raise what Ray Train's failure ``err`` means for the user, as one line where it can: a
-    worker's bad input (undoing what this launch wrote), a full disk, a worker group that could
-    not be placed, or the failure itself with how to continue."""
+    """Raise what Ray Train's failure ``err`` means, in one line where it can: a worker's bad
+    input (this launch's files undone), a full disk, a group never placed, or how to continue."""
     out, t = Path(cfg.out_dir), cfg.train
-    bad = _worker_error(err, (DataError, ConfigError, CheckpointError, InitError))
+    bad = _worker_error(err, BAD_INPUT)
     if bad is not None:  # e.g. data missing on the workers: undo what this launch wrote
         if not t.resume and not (out / "metrics.jsonl").exists():
             (out / "config.yaml").unlink(missing_ok=True)
@@ -408,12 +366,12 @@ def _raise_failure(err: Exception, cfg: Config, address: str | None) -> None:
             if out.is_dir() and not any(out.iterdir()):
                 out.rmdir()
         raise bad.with_traceback(None) from None
-    written = _worker_error(err, (CheckpointWriteError, NonFiniteLossError))
+    written = _worker_error(err, STOPPED)
     if written is not None:  # the disk is full, the loss non-finite: the message says it all
         raise written.with_traceback(None) from None
     hint = ""
-    if history(out / CHECKPOINT):
-        hint = (f"; {out / CHECKPOINT} holds the last checkpoint, continue with: adautomix train "
+    if history(out / engine.CHECKPOINT):
+        hint = (f"; {out / engine.CHECKPOINT} holds the last checkpoint, continue with: adautomix train "
                 f"--config {out / 'config.yaml'} --resume" + (f" --address {address}" if address else ""))
     if ray_private.is_start_timeout(getattr(err, "controller_failure", None)):  # the cause, what to do
         raise RayTrainError(

@@ -1,49 +1,33 @@
-"""MLflow tracking of an ablation study (single runs: ``run_logger.py``): one experiment per study,
-one parent run, one child run per trial, logged in the study's driver from what Ray Tune hands
-it; tracking trouble never stops training. What is logged and how an outage is survived:
-docs/mlflow.md.
-"""
+"""MLflow tracking of an ablation study (single runs: ``run_logger.py``): one experiment per study, one parent
+run, one child run per trial, logged in the study's driver from what Ray Tune hands it; tracking trouble never
+stops training. What is logged and how an outage is survived: docs/mlflow.md."""
 from __future__ import annotations
 
 import json
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from ..config import flatten
+from . import mlflow_store as store
 from .mlflow_model import CHAMPION, log_run_files, register
-from .mlflow_store import (
-    MODEL_URI_TAG,
-    TAG_PREFIX,
-    TRIAL_KEY_TAG,
-    backfill,
-    client,
-    epoch_metrics,
-    error_line,
-    experiment,
-    log_params,
-    mask,
-    warn,
-)
 
 RETRY_S = 10.0  # while the store is down, try again at most this often
 FINAL_WAIT_S = 120.0  # how long the end of a study waits for a store that is down
-_queue = None  # the thread that does the logging (StudyTracker._call)
+_queue = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlflow")  # the logging thread (StudyTracker._call)
 _secrets: dict[str, str] = {}  # masked URI -> URI, for trackers unpickled in this process
 
 
 class _Outbox:
-    """The tracker's calls to the store, in order; a call that fails stays, with those after it,
-    and all are sent again at the next call once ``RETRY_S`` has passed (at once when ``force``d:
-    ``flush``, the end of the study). The first failure prints the one warning.
-
-    Hand-written because MLflow has no such queue: its asynchronous logging takes only
-    ``log_batch`` (metrics, params, tags), not run creation, artifacts, models or a run's end,
-    and it drops a batch that failed after its HTTP retries; a study must keep every call until
-    the store answers, in order (a run exists before its metrics, its epochs before its end)."""
+    """The tracker's calls to the store, in order: a call that fails stays, with those after it, and all are
+    sent again at the next call once ``RETRY_S`` has passed (at once when ``force``d). The first failure warns.
+    Hand-written because MLflow's asynchronous logging takes only ``log_batch`` (not run creation, artifacts,
+    models or a run's end) and drops a batch that failed after its HTTP retries; a study must keep every call
+    until the store answers, in order (a run exists before its metrics, its epochs before its end)."""
 
     def __init__(self, uri: str, where: str):
         self.uri, self.where = uri, where
@@ -53,56 +37,48 @@ class _Outbox:
 
     def __getstate__(self) -> dict:
         # what Tune pickles into its experiment state: no client, no password
-        return {**self.__dict__, "uri": mask(self.uri), "_client": None, "pending": []}
+        return {**self.__dict__, "uri": store.mask(self.uri), "_client": None, "pending": []}
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
         self.uri = _secrets.get(self.uri, self.uri)
 
-    def send(self, what: str, fn, force: bool = False) -> bool:
-        """Queue ``fn(client)`` and send what is queued; True when nothing is left."""
+    def send(self, what: str, fn, force: bool = False) -> None:
+        """Queue ``fn(client)`` (unless None) and send what is queued."""
         if fn is not None:
             self.pending.append((what, fn))
         if self.down_since is not None and not force and time.monotonic() - self.down_since < RETRY_S:
-            return False
+            return
         while self.pending:
             what, fn = self.pending[0]
             try:
                 if self._client is None:
-                    self._client = client(self.uri)
+                    self._client = store.client(self.uri)
                 fn(self._client)
             except Exception as err:  # noqa: BLE001 - any tracking error must leave training running
                 self.down_since = time.monotonic()
                 if not self.warned:
                     self.warned = True
-                    warn(self.uri, err, what, self.where, retry=True)
-                return False
+                    store.warn(self.uri, err, what, self.where, retry=True)
+                return
             self.pending.pop(0)
         if self.down_since is not None:
             self.down_since = None
-            print(f"MLflow: logging resumed at {mask(self.uri)}; what was missed is logged now",
+            print(f"MLflow: logging resumed at {store.mask(self.uri)}; what was missed is logged now",
                   file=sys.stderr, flush=True)
-        return True
 
 
 class StudyTracker:
-    """Logs one study to MLflow (see the module docstring). Picklable: holds ids, not a client
-    (and, pickled, the URI without its password).
-
-    Args:
-        uri: the tracking URI (``resolve_tracking_uri`` output).
-        experiment_id, parent_run_id: the study's experiment and parent run (``start``).
-        where: named in the warning when tracking fails (the study folder).
-    """
+    """Logs one study to MLflow (ids from ``start``; ``where``, the study folder, is named in the warning when
+    tracking fails). Picklable: holds ids, not a client, and, pickled, the URI without its password."""
 
     def __init__(self, uri: str, experiment_id: str, parent_run_id: str, where: str = ""):
-        _secrets[mask(uri)] = uri
+        _secrets[store.mask(uri)] = uri
         self.experiment_id, self.parent_run_id = experiment_id, parent_run_id
         self.outbox = _Outbox(uri, where)
-        self._runs: dict[str, str] = {}  # trial key -> run id
+        self._runs: dict[str, str | None] = {}  # trial key -> run id; None: closed (or FINISHED when found again)
         self._trials: dict[str, tuple[str, dict]] = {}  # trial key -> (run name, tags)
         self._need_params: set[str] = set()  # runs that have no params yet
-        self._done: set[str] = set()  # runs closed (or FINISHED when their trial started again)
         self._continued: set[str] = set()  # runs found again (--resume): back-fill from metrics.jsonl
 
     @property
@@ -118,13 +94,12 @@ class StudyTracker:
     def start(cls, uri: str, name: str, run_name: str, tags: dict[str, str],
               params: dict[str, Any], where: str = "") -> StudyTracker:
         """Create the study's parent run (and its experiment, tagged as model training)."""
-        c = client(uri)
-        exp_id = experiment(c, name)
+        c = store.client(uri)
+        exp_id = store.experiment(c, name)
         run = c.create_run(exp_id, run_name=run_name, tags=tags)
-        log_params(c, run.info.run_id, params)
+        store.log_params(c, run.info.run_id, params)
         return cls(uri, exp_id, run.info.run_id, where)
 
-    # ---------------------------------------------------------------- the study's trials
     def trial_started(self, key: str, run_name: str, tags: dict[str, str]) -> None:
         """The trial's run: the one tagged with ``key`` (a continued trial), else a new child."""
         self._trials[key] = (run_name, tags)
@@ -132,9 +107,8 @@ class StudyTracker:
         self._call(f"the run of trial {run_name}", lambda c: self._run_of(c, key))
 
     def trial_epoch(self, key: str, record: dict[str, float], run_dir: Path) -> None:
-        """One epoch's record (``engine.EpochRecord``, as Tune received it) at step ``epoch``;
-        with the first, every value of the trial's resolved ``config.yaml`` as a param (dotted
-        keys) and its method, seed and data as tags."""
+        """One epoch's record (``engine.EpochRecord``) at step ``epoch``; with the first, every value of the
+        trial's resolved ``config.yaml`` as a param (dotted keys) and its method, seed, data and folder as tags."""
         record = dict(record)
 
         def log(c) -> None:
@@ -143,48 +117,43 @@ class StudyTracker:
                 return
             if key in self._need_params and (run_dir / "config.yaml").exists():
                 cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
-                log_params(c, run_id, flatten(cfg))
+                store.log_params(c, run_id, flatten(cfg))
                 for name, value in (("method", cfg["method"]["name"]), ("seed", cfg["seed"]),
                                     ("dataset", cfg["data"]["name"]), ("out_dir", run_dir)):
-                    c.set_tag(run_id, TAG_PREFIX + name, str(value))
+                    c.set_tag(run_id, store.TAG_PREFIX + name, str(value))
                 self._need_params.discard(key)
             if key in self._continued:  # the outage path: epochs a killed driver never logged
-                backfill(c, run_id, _records(run_dir / "metrics.jsonl"), before=int(record["epoch"]))
+                jsonl = run_dir / "metrics.jsonl"
+                lines = jsonl.read_text().splitlines() if jsonl.exists() else []
+                store.backfill(c, run_id, [json.loads(s) for s in lines if s.strip()], before=int(record["epoch"]))
                 self._continued.discard(key)
-            c.log_batch(run_id, metrics=epoch_metrics(record))
+            c.log_batch(run_id, metrics=store.epoch_metrics(record))
 
         self._call("per-epoch metrics", log)
 
     def trial_ended(self, key: str, status: str, run_dir: Path, tags: dict[str, str] | None = None) -> None:
-        """Close the trial's run (FINISHED, KILLED, FAILED); a finished one gets its files
-        (``config.yaml``, ``metrics.json``, ``metrics.jsonl``, pictures) and its model."""
+        """Close the trial's run (FINISHED, KILLED, FAILED); a finished one gets its files and model first."""
         def end(c) -> None:
             run_id = self._run_of(c, key)
-            if run_id is not None:
-                self._close(c, key, run_id, status, run_dir, tags)
+            if run_id is None:
+                return
+            if status == "FINISHED":
+                log_run_files(self.uri, c, run_id, run_dir)
+            for k, v in (tags or {}).items():
+                c.set_tag(run_id, k, v)
+            c.set_terminated(run_id, status=status)
+            self._runs[key] = None  # nothing more is logged into it, unless the trial starts again
 
         self._call(f"closing the run of trial {key}", end)
 
-    def _close(self, c, key: str, run_id: str, status: str, run_dir: Path, tags) -> None:
-        if status == "FINISHED":
-            log_run_files(self.uri, c, run_id, run_dir)
-        for k, v in (tags or {}).items():
-            c.set_tag(run_id, k, v)
-        c.set_terminated(run_id, status=status)
-        self._done.add(key)  # nothing more is logged into it, unless the trial starts again
-
-    def study_ended(self, files: list[Path], status: str, tags: dict[str, str],
-                    champion: str | None = None, model_name: str | None = None,
-                    publish=None) -> None:
-        """The study's results on the parent run, which is closed with ``status``; the runs of
-        trials cut off by an interruption are closed KILLED (``--resume`` opens them again).
-        ``champion``: the key of the best trial, whose logged model is registered as
-        ``model_name`` with the alias ``champion``. ``publish(client, experiment_id,
-        parent_run_id)``: the study's summary metrics and view (``mlflow_view.finish``)."""
+    def study_ended(self, files: list[Path], status: str, tags: dict[str, str], champion: str | None = None,
+                    model_name: str | None = None, publish=None) -> None:
+        """The study's results on the parent run, closed with ``status``; runs of trials cut off by an interruption
+        are closed KILLED (``--resume`` reopens them). ``champion``: the best trial's key, its model registered as
+        ``model_name@champion``. ``publish(client, experiment_id, parent_run_id)``: ``mlflow_view.finish``."""
         def end(c) -> None:
-            cut = c.search_runs([self.experiment_id], max_results=1000, filter_string=(
-                f"tags.`mlflow.parentRunId` = '{self.parent_run_id}' and attributes.status = 'RUNNING'"))
-            for run in cut:
+            for run in c.search_runs([self.experiment_id], max_results=1000, filter_string=(
+                    f"tags.`mlflow.parentRunId` = '{self.parent_run_id}' and attributes.status = 'RUNNING'")):
                 c.set_terminated(run.info.run_id, status="KILLED")
             for path in files:
                 c.log_artifact(self.parent_run_id, str(path))
@@ -199,7 +168,7 @@ class StudyTracker:
         self._call("the study's results on the parent run", end)
         self.flush()
         if self.failed:  # the store is down: give it a little time to come back
-            print(f"MLflow: {mask(self.uri)} is not answering; trying for {FINAL_WAIT_S:.0f} s more "
+            print(f"MLflow: {store.mask(self.uri)} is not answering; trying for {FINAL_WAIT_S:.0f} s more "
                   "to log what is missing", file=sys.stderr, flush=True)
             deadline = time.monotonic() + FINAL_WAIT_S
             while self.failed and time.monotonic() < deadline:
@@ -208,75 +177,57 @@ class StudyTracker:
 
     def _register(self, c, key: str, name: str) -> None:
         found = self._find(c, key)
-        model_uri = found[0].data.tags.get(MODEL_URI_TAG) if found else None
+        model_uri = found[0].data.tags.get(store.MODEL_URI_TAG) if found else None
         if not model_uri:
             return  # the best trial logged no model (mlflow.log_model=false)
         try:
             register(self.uri, c, found[0].info.run_id, model_uri, name, key)
         except Exception as err:  # noqa: BLE001 - a store without a model registry: the rest is logged
             print(f"WARNING: MLflow: the best model could not be registered as {name}@{CHAMPION} "
-                  f"at {mask(self.uri)}: {error_line(err, self.uri)}"
+                  f"at {store.mask(self.uri)}: {store.error_line(err, self.uri)}"
                   f"; it stays logged in its run ({model_uri})", file=sys.stderr, flush=True)
             return
-        c.set_tag(self.parent_run_id, TAG_PREFIX + "champion", f"models:/{name}@{CHAMPION}")
+        c.set_tag(self.parent_run_id, store.TAG_PREFIX + "champion", f"models:/{name}@{CHAMPION}")
 
     def reopen(self) -> None:
         """``--resume``: the parent run is RUNNING again."""
-        self._call("reopening the parent run",
-                   lambda c: c.update_run(self.parent_run_id, status="RUNNING"))
+        self._call("reopening the parent run", lambda c: c.update_run(self.parent_run_id, status="RUNNING"))
 
     def flush(self) -> None:
         """Wait until everything handed over so far is logged (or has failed once more)."""
-        if _queue is not None:
-            _queue.submit(lambda: self.outbox.send("", None, force=True)).result()
+        _queue.submit(lambda: self.outbox.send("", None, force=True)).result()
 
-    # ---------------------------------------------------------------- internals
     def _run_of(self, c, key: str) -> str | None:
-        """The trial's run id, found or created (None when it had FINISHED before: a trial
-        whose end Tune had not recorded logs nothing twice)."""
+        """The trial's run id, found or created; None when it had FINISHED before (a trial whose end Tune had
+        not recorded logs nothing twice)."""
         if key in self._runs:
-            return None if key in self._done else self._runs[key]
-        run_name, tags = self._trials.get(key, (key, {}))
+            return self._runs[key]
         found = self._find(c, key)
-        self._done.discard(key)
         if found:
             run = found[0]
-            if run.info.status == "FINISHED":
-                self._done.add(key)
-            else:
+            finished = run.info.status == "FINISHED"
+            if not finished:
                 c.update_run(run.info.run_id, status="RUNNING")
                 self._continued.add(key)
             if not run.data.params:
                 self._need_params.add(key)
-            self._runs[key] = run.info.run_id
+            self._runs[key] = None if finished else run.info.run_id
         else:
+            run_name, tags = self._trials.get(key, (key, {}))
             self._runs[key] = c.create_run(self.experiment_id, run_name=run_name, tags={
-                "mlflow.parentRunId": self.parent_run_id, TRIAL_KEY_TAG: key, **tags}).info.run_id
+                "mlflow.parentRunId": self.parent_run_id, store.TRIAL_KEY_TAG: key, **tags}).info.run_id
             self._need_params.add(key)
-        return None if key in self._done else self._runs[key]
+        return self._runs[key]
 
     def _find(self, c, key: str) -> list:
         """The trial's run, if it has one (``[run]``), found by its trial-key tag."""
         return c.search_runs([self.experiment_id], max_results=1, filter_string=(
-            f"tags.`mlflow.parentRunId` = '{self.parent_run_id}' and tags.`{TRIAL_KEY_TAG}` = '{key}'"))
+            f"tags.`mlflow.parentRunId` = '{self.parent_run_id}' and tags.`{store.TRIAL_KEY_TAG}` = '{key}'"))
 
     def _call(self, what: str, fn) -> None:
-        """Run ``fn(client)`` on the tracker's own thread, in the order of the calls: Ray Tune
-        calls the tracker from its event loop, which must not wait for the store (a model upload
-        takes seconds). One thread per process, shared by every tracker: the copy of the tracker
-        that a restored Tune experiment unpickles logs through it too, so ``flush`` waits for all."""
-        global _queue
-        if _queue is None:
-            from concurrent.futures import ThreadPoolExecutor
+        """Run ``fn(client)`` on the tracker's own thread, in call order: Ray Tune calls the tracker from its
+        event loop, which must not wait for the store (a model upload takes seconds). One thread per process,
+        shared by every tracker, so ``flush`` also waits for a restored Tune experiment's unpickled copy."""
+        import mlflow.entities  # noqa: F401 - imported on this thread first, not by two threads at a time
 
-            import mlflow.entities  # noqa: F401 - imported here once, not by two threads at a time
-
-            _queue = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlflow")
         _queue.submit(lambda: self.outbox.send(what, fn))
-
-
-def _records(path: Path) -> list[dict]:
-    """The epoch records of a run's ``metrics.jsonl`` (none when it is missing)."""
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
