@@ -44,8 +44,7 @@ def run_trial(config: dict, study: Study, study_dir: str) -> None:
 
     # Ray Train's checkpoint brings the run's history back, and metrics.jsonl is written again
     (Path(cfg.out_dir) / "metrics.jsonl").unlink(missing_ok=True)
-    train_with_ray(cfg, callbacks=callbacks, quiet=True, run_callbacks=[TuneReportCallback()],
-                   keep_storage=True)
+    train_with_ray(cfg, callbacks=callbacks, quiet=True, run_callbacks=[TuneReportCallback()], keep_storage=True)
 
 
 def _ident(study: Study, config: dict) -> Trial:
@@ -254,13 +253,20 @@ def _open(study: Study, study_dir: Path, resume: bool, tracking_uri: str | None)
     if resume:
         state = read_state(study, study_dir)
         uri = _resume_uri(state["tracking_uri"], tracking_uri)
-        tracker = StudyTracker(uri, state["experiment_id"], state["parent_run_id"],
-                               str(study_dir)) if uri else None
+        tracker = StudyTracker(uri, state["experiment_id"], state["parent_run_id"], str(study_dir)) if uri else None
         if tracker:
             tracker.reopen()
         return tracker
     start(study, study_dir)
-    tracker = _start_tracking(study, study_dir, resolve_tracking_uri(tracking_uri))
+    uri, tracker = resolve_tracking_uri(tracking_uri), None
+    tags = {STUDY_TAG: study.name, "adautomix.role": "study", "adautomix.searcher": study.searcher,
+            "adautomix.metric": study.metric, **commit_tags(), "adautomix.study_dir": str(study_dir),
+            "mlflow.note.content": study.description or study.name, "adautomix.dataset": study.base.data.name}
+    try:
+        tracker = StudyTracker.start(uri, f"ablation-{study.name}", f"study {study.name}"
+                                     + (" (smoke)" if study.smoke else ""), tags, study.params(), str(study_dir))
+    except Exception as err:  # noqa: BLE001 - the study runs without tracking
+        warn(uri, err, "creating the study's parent run", str(study_dir / TRIALS))
     write_state(study, study_dir, {"tracking_uri": mask(tracker.uri) if tracker else None,  # no password
                                    "experiment_id": tracker.experiment_id if tracker else None,
                                    "parent_run_id": tracker.parent_run_id if tracker else None})
@@ -369,16 +375,3 @@ def _resume_uri(stored: str | None, given: str | None) -> str | None:
     if mask(uri) != stored:
         raise StudyError(f"--resume: this study logs to {stored}, not {mask(uri)}")
     return uri
-
-
-def _start_tracking(study: Study, study_dir: Path, uri: str) -> StudyTracker | None:
-    tags = {STUDY_TAG: study.name, "adautomix.role": "study",
-            "adautomix.searcher": study.searcher, "adautomix.metric": study.metric,
-            **commit_tags(), "adautomix.study_dir": str(study_dir),
-            "mlflow.note.content": study.description or study.name, "adautomix.dataset": study.base.data.name}
-    try:
-        return StudyTracker.start(uri, f"ablation-{study.name}", f"study {study.name}"
-                                  + (" (smoke)" if study.smoke else ""), tags, study.params(), str(study_dir))
-    except Exception as err:  # noqa: BLE001 - the study runs without tracking
-        warn(uri, err, "creating the study's parent run", str(study_dir / TRIALS))
-        return None

@@ -4,6 +4,7 @@ every global batch under DDP and reports each epoch. Batch split, failure budget
 authentication, shared ``out_dir``: docs/ray-train.md."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -151,13 +152,9 @@ def secure_token_file(create: bool) -> Path | None:
         return path
     if create and not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:  # made meanwhile by another process
-            pass
-        else:
-            with os.fdopen(fd, "w") as fh:
-                fh.write(secrets.token_hex(32))  # Ray's own format: 256 random bits in hex
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL  # FileExistsError: made meanwhile by another process
+        with contextlib.suppress(FileExistsError), os.fdopen(os.open(path, flags, 0o600), "w") as fh:
+            fh.write(secrets.token_hex(32))  # Ray's own format: 256 random bits in hex
     if path.exists() and path.stat().st_uid == os.getuid() and path.stat().st_mode & 0o077:
         path.chmod(0o600)
     return path
@@ -224,12 +221,10 @@ def _free_port(preferred: int) -> int:
 def _worker_resources(cfg: Config) -> dict[str, float]:
     """Resources one worker asks for: what Ray Train's ScalingConfig asks for."""
     t = cfg.train
-    need = {k: float(v) for k, v in t.resources_per_worker.items() if v > 0}
     if not t.resources_per_worker:
-        need = {"GPU": 1.0} if t.use_gpu else {"CPU": 1.0}
-    if t.use_gpu:
-        need.setdefault("GPU", 1.0)
-    return need
+        return {"GPU": 1.0} if t.use_gpu else {"CPU": 1.0}
+    need = {k: float(v) for k, v in t.resources_per_worker.items() if v > 0}
+    return {**need, "GPU": need.get("GPU", 1.0)} if t.use_gpu else need
 
 
 def check_cluster_fits(cfg: Config) -> None:
@@ -242,11 +237,8 @@ def check_cluster_fits(cfg: Config) -> None:
         return
     need = _worker_resources(cfg)
     nodes = [n for n in ray.nodes() if n.get("Alive")]
-    per_node = []
-    for node in nodes:
-        have = node.get("Resources", {})
-        per_node.append(min((math.floor(have.get(k, 0.0) / v + 1e-9) for k, v in need.items()),
-                            default=cfg.train.workers))
+    per_node = [min((math.floor(n.get("Resources", {}).get(k, 0.0) / v + 1e-9) for k, v in need.items()),
+                    default=cfg.train.workers) for n in nodes]  # how many workers each node holds
     if sum(per_node) < cfg.train.workers:
         def show(res: dict) -> str:
             return "{" + ", ".join(f"{k}: {v:g}" for k, v in res.items()) + "}"
@@ -301,7 +293,11 @@ def train_with_ray(cfg: Config, address: str | None = None, callbacks: list[engi
     cfg = dataclasses.replace(cfg, out_dir=str(Path(cfg.out_dir).expanduser().resolve()))  # for the workers
     with RunLock(cfg.out_dir):  # the driver's; its workers write under it
         out = engine.check_run_dir(cfg)
-        _set_ray_train_env(cfg.train)
+        # what Ray Train copies from the driver: V2 (the default from Ray 2.5x), no print patch (the console
+        # showed each line twice), the start timeout of each attempt to place the worker group
+        os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
+        os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
+        os.environ["RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"] = f"{cfg.train.worker_start_timeout_s:g}"
         connect(address, cfg.train.env_vars)  # token authentication before Ray is imported
         import ray.train
 
@@ -318,15 +314,6 @@ def train_with_ray(cfg: Config, address: str | None = None, callbacks: list[engi
         if not keep_storage:
             shutil.rmtree(out / RAY_STORAGE, ignore_errors=True)
         return json.loads((out / "metrics.json").read_text())
-
-
-def _set_ray_train_env(t) -> None:
-    """The variables Ray Train copies from the driver to its controller and workers."""
-    os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")  # the default from Ray 2.5x; older: opt in
-    # no print patch (the console showed each progress line twice); the start timeout bounds each
-    # attempt to place the worker group (train.controller_failure_limit, the attempts)
-    os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
-    os.environ["RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"] = f"{t.worker_start_timeout_s:g}"
 
 
 def _torch_trainer(cfg: Config, callbacks: list[engine.Callback], quiet: bool, run_callbacks: list, launch: str):
