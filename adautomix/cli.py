@@ -64,22 +64,11 @@ def _train(args: argparse.Namespace) -> int:
         def run(callbacks):
             return train(cfg, callbacks=callbacks)
 
-    def stopped_line(signal_name: str) -> str:
-        from .checkpoints import history
-        from .engine import CHECKPOINT
-
-        out = Path(cfg.out_dir)
-        kept = history(out / CHECKPOINT)
-        left = (f"the last checkpoint is {kept[0]}; continue with: adautomix train --config "
-                f"{out / 'config.yaml'} --resume" + (f" --address {args.address}" if args.address else "")
-                if kept else "no checkpoint was written, nothing to continue")
-        return f"adautomix: stopped ({signal_name}); {left}"
-
     if cfg.train.workers > 0:  # Ray Train's driver stops its workers on SIGINT: SIGTERM goes that way
         stopping.forward_sigterm_as_sigint()
     else:  # the loop saves at the next step; past the grace period, the newest file on disk stands
-        stopping.on_sigterm(cfg.train.stop_grace_s, lambda: stopped_line(
-            f"SIGTERM; the step did not end within train.stop_grace_s={cfg.train.stop_grace_s:g} s"))
+        stopping.on_sigterm(cfg.train.stop_grace_s, lambda: _stopped_line(cfg, args.address, (
+            f"SIGTERM; the step did not end within train.stop_grace_s={cfg.train.stop_grace_s:g} s")))
     try:
         with RunLock(cfg.out_dir):  # before MLflow: a refused second writer creates no MLflow run
             if uri:  # MLflow is imported only then, at the edge
@@ -95,9 +84,22 @@ def _train(args: argparse.Namespace) -> int:
         return NON_FINITE
     except KeyboardInterrupt:
         sigterm = stopping.requested()
-        print(f"\n{stopped_line('SIGTERM' if sigterm else 'Ctrl-C')}", file=sys.stderr)
+        print(f"\n{_stopped_line(cfg, args.address, 'SIGTERM' if sigterm else 'Ctrl-C')}", file=sys.stderr)
         return stopping.SIGTERM_EXIT if sigterm else INTERRUPTED
     return 0
+
+
+def _stopped_line(cfg, address: str | None, signal_name: str) -> str:
+    """What a stopped run says: the checkpoint it left and the command that continues it."""
+    from .checkpoints import history
+    from .engine import CHECKPOINT
+
+    out = Path(cfg.out_dir)
+    kept = history(out / CHECKPOINT)
+    left = (f"the last checkpoint is {kept[0]}; continue with: adautomix train --config "
+            f"{out / 'config.yaml'} --resume" + (f" --address {address}" if address else "")
+            if kept else "no checkpoint was written, nothing to continue")
+    return f"adautomix: stopped ({signal_name}); {left}"
 
 
 def _list_presets() -> int:

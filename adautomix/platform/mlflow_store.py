@@ -96,7 +96,8 @@ def epoch_metrics(record: dict[str, float]) -> list:
 
 
 def backfill(c, run_id: str, records: Iterable[dict], before: int | None = None) -> None:
-    """Log the epoch records (``metrics.jsonl``) the run lacks (below ``before``, if given), after an outage or kill."""
+    """Log the epoch records (a checkpoint's history, ``metrics.jsonl``) the run lacks (below ``before``, if
+    given): the outage path, after a store was down or a process killed."""
     logged = {m.step for m in c.get_metric_history(run_id, "top1")}
     for record in records:
         epoch = int(record["epoch"])
@@ -106,10 +107,12 @@ def backfill(c, run_id: str, records: Iterable[dict], before: int | None = None)
 
 def warn(uri: str, err: BaseException, what: str, where: str | None = None, retry: bool = False) -> None:
     """The one clear message a tracking failure gets (training goes on); the URI is masked."""
-    kept = f"\n  the metrics stay in {where} (metrics.jsonl per epoch, metrics.json)" if where else ""
-    print(f"WARNING: MLflow tracking failed ({what}) at {mask(uri)}: {error_line(err, uri)}\n  training continues; "
-          + ("what is not logged is kept and sent when the store answers again" if retry
-             else "MLflow logging is off for this study") + kept, file=sys.stderr, flush=True)
+    lines = [f"WARNING: MLflow tracking failed ({what}) at {mask(uri)}: {error_line(err, uri)}",
+             "  training continues; " + ("what is not logged is kept and sent when the store answers again"
+                                         if retry else "MLflow logging is off for this study")]
+    if where:
+        lines.append(f"  the metrics stay in {where} (metrics.jsonl per epoch, metrics.json)")
+    print("\n".join(lines), file=sys.stderr, flush=True)
 
 
 def error_line(err: BaseException, uri: str) -> str:

@@ -10,6 +10,7 @@ import time
 from urllib.parse import quote
 
 from ..evaluation.report import short_key
+from .mlflow_store import runs_url
 
 STUDY_RUN_TAG = "adautomix.study_run"  # the parent run id, on the parent and each trial
 SWEPT_TAG_PREFIX = "adautomix.swept."  # a trial's swept values (ablation.py sets them)
@@ -21,8 +22,6 @@ _NAME_UNSAFE = re.compile(r"[^\w.\- /]")  # metric names: MLflow allows [/\w.\- 
 
 def study_url(uri: str, experiment_id: str, parent_run_id: str) -> str:
     """The URL of the study's view: the experiment's runs page in the state ``publish`` stored, on its chart tab."""
-    from .mlflow_store import runs_url
-
     return f"{runs_url(uri, experiment_id)}&viewStateShareKey={quote(parent_run_id)}&compareRunsMode=CHART"
 
 

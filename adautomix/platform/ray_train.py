@@ -23,6 +23,7 @@ from ..data.datasets import DataError
 from ..models.pretrained import InitError
 from ..runlock import RunLock, check_launch_id, write_launch_id
 from . import ray_private
+from .mlflow_store import is_local_store, mask
 
 # Ray Train's storage inside the run directory, under a fixed run name: Ray Train itself restores
 # a second launch of the same run
@@ -111,7 +112,7 @@ def _worker_loop(config: dict) -> None:
     try:
         check_launch_id(Path(cfg.out_dir), config["launch"])  # a worker on a node without out_dir stops
         trainer = engine.Trainer(cfg, rank, world_size, wrap=wrap, callbacks=callbacks, device=device,
-                          quiet=config["quiet"])
+                                 quiet=config["quiet"])
         # Ray's checkpoint: the group restarted after a failure, or the run launched again
         restore(trainer, ray.train.get_checkpoint(), cfg.train.resume)
         trainer.fit()
@@ -254,8 +255,6 @@ def check_cluster_fits(cfg: Config) -> None:
 def check_store_reachable(uri: str, cfg: Config, address: str | None) -> None:
     """Refuse a tracking store on the driver's disk (SQLite, a folder) on a cluster of several
     nodes: rank 0 logs from any node. Connects to the cluster (``train_with_ray`` reuses it)."""
-    from .mlflow_store import is_local_store, mask
-
     if not is_local_store(uri):
         return
     connect(address, cfg.train.env_vars)
