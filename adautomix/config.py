@@ -578,9 +578,11 @@ def parse_overrides(items: list[str], problems: list[str] | None = None) -> dict
     return {key.strip(): value for key, value in (item.split("=", 1) for item in items if "=" in item)}
 
 
-def params(cfg: Config) -> dict[str, str]:
-    """The config as flat params, as MLflow logs them: dotted key -> the value as text."""
-    return {key: "None" if value is None else str(value) for key, value in flatten(to_dict(cfg)).items()}
+def params(cfg: Config | dict) -> dict[str, str]:
+    """The config (or its ``to_dict`` tree, as a run's ``config.yaml`` holds it) as flat params, as MLflow
+    logs them: dotted key -> the value as text."""
+    tree = cfg if isinstance(cfg, dict) else to_dict(cfg)
+    return {key: "None" if value is None else str(value) for key, value in flatten(tree).items()}
 
 
 def preset_items(name: str | None) -> list[tuple[str, Any, bool]]:

@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from ..config import flatten
+from ..config import params
 from . import mlflow_store as store
 from .mlflow_model import CHAMPION, log_run_files, register
 
@@ -117,7 +117,7 @@ class StudyTracker:
                 return
             if key in self._need_params and (run_dir / "config.yaml").exists():
                 cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
-                store.log_params(c, run_id, flatten(cfg))
+                store.log_params(c, run_id, params(cfg))  # the Config the trial resolved (Tune carries numbers only)
                 for name, value in (("method", cfg["method"]["name"]), ("seed", cfg["seed"]),
                                     ("dataset", cfg["data"]["name"]), ("out_dir", run_dir)):
                     c.set_tag(run_id, store.TAG_PREFIX + name, str(value))
