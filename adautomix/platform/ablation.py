@@ -11,12 +11,12 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import study_folder
 from ..checkpoints import history
 from ..engine import CHECKPOINT, NonFiniteLossError, Trainer, numeric
 from ..evaluation import report
 from ..runlock import RunLock
 from ..study import TRIALS, Study, StudyError, Trial
-from ..study_folder import latest_study_dir, new_study_dir, read_state, start, write_results, write_state
 from . import mlflow_view
 from .mlflow_model import ExportModel
 from .mlflow_store import STUDY_TAG, commit_tags, mask, resolve_tracking_uri, warn
@@ -215,9 +215,9 @@ def run_study(study: Study, *, study_dir: Path | None = None, resume: bool = Fal
     # last epoch Tune and MLflow saw; with short epochs it warns that this is often: intended
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     if resume:
-        study_dir = study_dir.resolve() if study_dir else latest_study_dir(study)
+        study_dir = study_dir.resolve() if study_dir else study_folder.latest_study_dir(study)
     else:
-        study_dir = (study_dir or new_study_dir(study)).resolve()
+        study_dir = (study_dir or study_folder.new_study_dir(study)).resolve()
     with RunLock(study_dir, "study folder"):  # one driver per study folder, for the whole study
         tracker = _open(study, study_dir, resume, tracking_uri)
         grid, before, notices = _fit(study, study_dir, resume, tracker, address,
@@ -232,7 +232,7 @@ def _finish(study: Study, study_dir: Path, tracker: StudyTracker | None, grid, b
     records, failed = _records(study, grid, incomplete)
     results = report.build(records, study.metric, study.mode, study.swept, study.reference,
                            [t.setting for t in study.trials()], search=study.searcher == "tpe")
-    files = write_results(study, study_dir, results)
+    files = study_folder.write_results(study, study_dir, results)
     if tracker:
         tracker.study_ended([study_dir / "study.yaml", *files],
                             "FAILED" if failed else "KILLED" if incomplete else "FINISHED",
@@ -251,13 +251,13 @@ def _open(study: Study, study_dir: Path, resume: bool, tracking_uri: str | None)
     """The study folder, checked (``resume``) or started, with the study's MLflow parent run
     reopened or created; returns its tracker (None: no tracking)."""
     if resume:
-        state = read_state(study, study_dir)
+        state = study_folder.read_state(study, study_dir)
         uri = _resume_uri(state["tracking_uri"], tracking_uri)
         tracker = StudyTracker(uri, state["experiment_id"], state["parent_run_id"], str(study_dir)) if uri else None
         if tracker:
             tracker.reopen()
         return tracker
-    start(study, study_dir)
+    study_folder.start(study, study_dir)
     uri, tracker = resolve_tracking_uri(tracking_uri), None
     tags = {STUDY_TAG: study.name, "adautomix.role": "study", "adautomix.searcher": study.searcher,
             "adautomix.metric": study.metric, **commit_tags(), "adautomix.study_dir": str(study_dir),
@@ -267,9 +267,10 @@ def _open(study: Study, study_dir: Path, resume: bool, tracking_uri: str | None)
                                      + (" (smoke)" if study.smoke else ""), tags, study.params(), str(study_dir))
     except Exception as err:  # noqa: BLE001 - the study runs without tracking
         warn(uri, err, "creating the study's parent run", str(study_dir / TRIALS))
-    write_state(study, study_dir, {"tracking_uri": mask(tracker.uri) if tracker else None,  # no password
-                                   "experiment_id": tracker.experiment_id if tracker else None,
-                                   "parent_run_id": tracker.parent_run_id if tracker else None})
+    study_folder.write_state(study, study_dir, {
+        "tracking_uri": mask(tracker.uri) if tracker else None,  # no password
+        "experiment_id": tracker.experiment_id if tracker else None,
+        "parent_run_id": tracker.parent_run_id if tracker else None})
     return tracker
 
 
@@ -307,8 +308,7 @@ def _fit(study: Study, study_dir: Path, resume: bool, tracker: StudyTracker | No
 
 
 class _TuneStopNotices(logging.Filter):
-    """Drops Tune's notices of a Ctrl-C (stop received, trials not complete, resume with
-    ``Tuner.restore``) and records that it came."""
+    """Drops Tune's notices of a Ctrl-C (stop received, trials not complete, how to restore); records it came."""
 
     interrupted = False
 
