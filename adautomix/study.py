@@ -8,6 +8,7 @@ MLflow.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import json
@@ -125,13 +126,17 @@ class Study:
         """A grid study's trials in the file's order (points, then seeds)."""
         return self.grid
 
+    @functools.cached_property
+    def _grid_by_key(self) -> dict[str, Trial]:
+        """The grid's trials by key: ``trial`` runs for every Tune event of a study."""
+        return {t.key: t for t in self.grid}
+
     def trial(self, setting: dict[str, Any], seed: int) -> Trial:
         """The trial of ``setting`` and ``seed``: a grid's own ``Trial``, or a TPE trial of the
         values Optuna picked."""
-        key = trial_key(setting, seed)
-        for trial in self.grid:
-            if trial.key == key:
-                return trial
+        trial = self._grid_by_key.get(trial_key(setting, seed))
+        if trial is not None:
+            return trial
         if self.searcher == "grid":
             raise StudyError(f"study {self.path}: no grid point {setting} with seed {seed}")
         return _make_trial(self, setting, seed)

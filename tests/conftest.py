@@ -147,6 +147,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def stop_process_group(proc: subprocess.Popen, grace: float) -> None:
+    """Stop the process group ``proc`` leads (started with ``start_new_session=True``): SIGTERM to
+    every process in it, SIGKILL to what is left after ``grace`` seconds. Unlike ``ray stop`` or
+    ``pkill``, nothing outside the group (other sessions' servers and nodes) is touched."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:  # the whole group is gone
+            return
+        try:
+            proc.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            if sig == signal.SIGKILL:
+                raise
+
+
 def cluster_env() -> dict[str, str]:
     """Environment for Ray CLI calls: token auth on, the venv first on PATH (as when activated)."""
     env = dict(os.environ)
@@ -164,18 +180,7 @@ class RayNode:
     temp_dir: Path
 
     def stop(self) -> None:
-        # `ray stop` would stop every Ray node of this user on the machine, other sessions'
-        # too. Like it, but only for the process group this fixture started: SIGTERM to every
-        # process of the node, SIGKILL to what is left after a grace period.
-        for sig, grace in ((signal.SIGTERM, 5), (signal.SIGKILL, 10)):
-            try:
-                os.killpg(self.process.pid, sig)
-            except ProcessLookupError:
-                break
-            try:
-                self.process.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                pass
+        stop_process_group(self.process, grace=5)  # the node's processes, not other sessions' nodes
 
 
 @dataclass
@@ -312,17 +317,7 @@ class MlflowServer:
         pytest.fail("mlflow server did not start:\n" + (self.folder / "server.log").read_text())
 
     def stop(self) -> None:
-        # the server's process group (its own session): the server and its job-queue consumers
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            pass
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)  # consumers that outlived the server
-        except ProcessLookupError:
-            pass
-        self.proc.wait(timeout=10)
+        stop_process_group(self.proc, grace=5)  # the server and its job-queue consumers
 
 
 @pytest.fixture()

@@ -11,7 +11,6 @@ import importlib.util
 import os
 import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -23,7 +22,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from conftest import BIN, REPO, cluster_env, free_port
+from conftest import BIN, REPO, cluster_env, free_port, stop_process_group
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -98,16 +97,7 @@ class MlflowUi:
         pytest.fail(f"mlflow ui not up after {UI_WAIT_S} s:\n{self.log.read_text()}")
 
     def stop(self) -> None:
-        for sig, grace in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
-            try:
-                os.killpg(self.proc.pid, sig)
-            except ProcessLookupError:
-                return
-            try:
-                self.proc.wait(timeout=grace)
-                return
-            except subprocess.TimeoutExpired:
-                pass
+        stop_process_group(self.proc, grace=20)  # the UI and its workers
 
 
 def _keep(screenshot: Path) -> None:
